@@ -1,0 +1,171 @@
+"""Allocation policies: how one step's verification budget is split across a batch.
+
+Every policy is a pure function of an (N, K) array `accept` of estimated
+conditional acceptance probabilities: accept[i, j] is the probability that
+request i's draft j+1 passes given drafts 1..j passed. NaN marks "no draft
+here"; every position after a NaN is invalid too. A policy returns the window
+lengths L, int64 [N], with 0 <= L_i <= number of valid drafts of request i.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check_accept(accept) -> np.ndarray:
+    a = np.asarray(accept, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"accept must be a 2-D (N, K) array, got shape {a.shape}")
+    finite = a[~np.isnan(a)]
+    if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
+        raise ValueError("accept must hold probabilities in [0, 1] (or NaN for no draft)")
+    return a
+
+
+def _check_capacity(capacity) -> int:
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+        raise ValueError(f"capacity must be an integer, got {capacity!r}")
+    if capacity < 0:
+        raise ValueError(f"capacity must be >= 0, got {capacity}")
+    return int(capacity)
+
+
+def cumulative_scores(accept) -> np.ndarray:
+    """P[i, j] = prod_{l<=j} accept[i, l]: probability that drafts 1..j+1 all pass.
+
+    Returns float64 [N, K]; invalid positions (a NaN at or before j) are -1.0,
+    below every valid score, so they sort last.
+    """
+    a = _check_accept(accept)
+    invalid = np.logical_or.accumulate(np.isnan(a), axis=1)
+    scores = np.cumprod(np.where(invalid, 1.0, a), axis=1)
+    scores[invalid] = -1.0
+    return scores
+
+
+def valid_lengths(accept) -> np.ndarray:
+    """Number of valid leading drafts per request, int64 [N]."""
+    a = _check_accept(accept)
+    return np.argmax(np.isnan(np.hstack([a, np.full((a.shape[0], 1), np.nan)])), axis=1).astype(np.int64)
+
+
+def _lengths_from_mask(selected: np.ndarray) -> np.ndarray:
+    """Deepest selected position + 1 per row (0 when nothing is selected)."""
+    n, k = selected.shape
+    if k == 0:
+        return np.zeros(n, dtype=np.int64)
+    depth = np.where(selected, np.arange(1, k + 1), 0)
+    return depth.max(axis=1).astype(np.int64)
+
+
+def _top_c_by_rank(scores: np.ndarray, capacity: int) -> np.ndarray:
+    """Boolean [N, K] mask of the `capacity` best valid entries.
+
+    Order: higher score, then shallower position, then lower request index.
+    Because rows are non-increasing, the chosen set is a union of prefixes.
+    Vectorised: one argpartition on the flattened scores plus a tie fill.
+    """
+    n, k = scores.shape
+    flat = scores.T.reshape(-1)  # position-major: flat index j*N + i encodes the tie order
+    valid = flat >= 0.0
+    n_valid = int(valid.sum())
+    take = min(capacity, n_valid)
+    chosen = np.zeros(flat.shape, dtype=bool)
+    if take == n_valid:
+        chosen = valid
+    elif take > 0:
+        kth = np.partition(flat, flat.size - take)[flat.size - take]  # take-th largest value
+        above = flat > kth
+        chosen |= above
+        ties = np.flatnonzero(flat == kth)[: take - int(above.sum())]  # shallowest, lowest index first
+        chosen[ties] = True
+    return chosen.reshape(k, n).T
+
+
+def tetris_allocate(accept: np.ndarray, capacity: int) -> np.ndarray:
+    """TETRIS: verify the `capacity` highest cumulative scores over the whole batch.
+
+    Returns int64 [N] window lengths, prefix-closed, sum(L) <= capacity, never
+    selecting an invalid (NaN) position. Deterministic on ties.
+    """
+    scores = cumulative_scores(accept)
+    capacity = _check_capacity(capacity)
+    return _lengths_from_mask(_top_c_by_rank(scores, capacity))
+
+
+def fixed_allocate(accept: np.ndarray, k: int) -> np.ndarray:
+    """Standard SD: every request verifies min(k, its valid drafts)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be an integer >= 0, got {k!r}")
+    return np.minimum(valid_lengths(accept), int(k))
+
+
+def no_speculation(accept: np.ndarray) -> np.ndarray:
+    """Plain decoding: every window is 0 (one target token per request per step)."""
+    a = _check_accept(accept)
+    return np.zeros(a.shape[0], dtype=np.int64)
+
+
+def threshold_allocate(accept: np.ndarray, tau: float, capacity: int | None = None) -> np.ndarray:
+    """Per-request threshold (SpecDec++/DISCO-style dynamic lookahead).
+
+    Request i stops its window where its cumulative score drops under tau; if the
+    total exceeds `capacity`, the highest-scoring of those positions are kept.
+    """
+    if not 0.0 <= float(tau) <= 1.0:
+        raise ValueError(f"tau must be in [0, 1], got {tau!r}")
+    scores = cumulative_scores(accept)
+    keep = scores >= float(tau)  # rows non-increasing: a prefix per row
+    if capacity is None:
+        return _lengths_from_mask(keep)
+    capacity = _check_capacity(capacity)
+    return _lengths_from_mask(_top_c_by_rank(np.where(keep, scores, -1.0), capacity))
+
+
+def optimal_allocate(accept: np.ndarray, capacity: int) -> np.ndarray:
+    """Exact per-step optimum by dynamic programming over requests (a knapsack).
+
+    max sum_i sum_{j<=L_i} P_ij  s.t.  sum_i L_i <= capacity, 0 <= L_i <= valid_i.
+    Does not rely on the greedy exchange argument; O(N * C * K). Among optimal
+    allocations it returns one with the fewest verified tokens (ties: shorter
+    windows for earlier requests).
+    """
+    scores = cumulative_scores(accept)
+    capacity = _check_capacity(capacity)
+    n, k = scores.shape
+    valid = valid_lengths(accept)
+    cap = min(capacity, int(valid.sum()))
+    gains = np.hstack([np.zeros((n, 1)), np.cumsum(np.where(scores >= 0, scores, 0.0), axis=1)])
+    # best[c] = best value of requests so far using exactly c tokens (-inf: unreachable)
+    best = np.full(cap + 1, -np.inf)
+    best[0] = 0.0
+    choice = np.zeros((n, cap + 1), dtype=np.int64)
+    for i in range(n):
+        new = best.copy()  # L_i = 0
+        arg = np.zeros(cap + 1, dtype=np.int64)
+        for length in range(1, min(int(valid[i]), cap) + 1):
+            cand = np.full(cap + 1, -np.inf)
+            cand[length:] = best[: cap + 1 - length] + gains[i, length]
+            better = cand > new + 1e-12
+            new = np.where(better, cand, new)
+            arg = np.where(better, length, arg)
+        best, choice[i] = new, arg
+    c = int(np.argmax(best >= best.max() - 1e-12))  # fewest tokens among optima
+    lengths = np.zeros(n, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        lengths[i] = choice[i, c]
+        c -= lengths[i]
+    return lengths
+
+
+def expected_tokens(accept: np.ndarray, lengths: np.ndarray) -> float:
+    """Expected emitted tokens of one step: sum_i (1 + sum_{j<=L_i} P_ij)."""
+    scores = cumulative_scores(accept)
+    lengths = np.asarray(lengths)
+    n = scores.shape[0]
+    if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths must be an integer array of shape ({n},), got {lengths.dtype} {lengths.shape}")
+    valid = valid_lengths(accept)
+    if np.any(lengths < 0) or np.any(lengths > valid):
+        raise ValueError("lengths must satisfy 0 <= L_i <= number of valid drafts of request i")
+    mask = np.arange(scores.shape[1]) < lengths[:, None]
+    return float(n + np.where(mask, scores, 0.0).sum())

@@ -1,0 +1,289 @@
+"""The one config tree shared by the simulator, the engine and the analysis.
+
+Loaded from TOML, overridden with `--set dotted.key=<TOML value>`, validated
+with errors that name the key, and written back as the resolved TOML beside
+every result. Validation is generic: each dataclass field's type annotation,
+plus optional metadata `choices`, `min`, `max`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad configuration: the message names the key."""
+
+
+def _f(default, *, choices=None, min=None, max=None, doc=""):
+    meta = {"choices": choices, "min": min, "max": max, "doc": doc}
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: _copy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _copy(x):
+    import copy
+
+    return copy.deepcopy(x)
+
+
+LENGTH_DISTS = ("fixed", "uniform", "lognormal", "empirical")
+
+
+@dataclass
+class LengthDist:
+    """A token-length distribution (prompt or output)."""
+
+    dist: str = _f("fixed", choices=LENGTH_DISTS)
+    value: int = _f(128, min=1, doc="fixed: the length (tokens)")
+    low: int = _f(1, min=1, doc="uniform: inclusive lower bound (tokens)")
+    high: int = _f(256, min=1, doc="uniform: inclusive upper bound (tokens)")
+    median: float = _f(128.0, min=1.0, doc="lognormal: median (tokens)")
+    sigma: float = _f(0.5, min=0.0, doc="lognormal: sigma of log-length")
+    max: int = _f(4096, min=1, doc="clip for lognormal/empirical (tokens)")
+    path: str = _f("", doc="empirical: file of lengths, one integer per line")
+
+
+@dataclass
+class WorkloadConfig:
+    arrival: str = _f("offline", choices=("offline", "poisson", "gamma", "trace"))
+    rate: float = _f(10.0, min=1e-9, doc="requests/s (poisson, gamma)")
+    cv: float = _f(2.0, min=1e-6, doc="gamma: coefficient of variation of inter-arrival times")
+    num_requests: int = _f(512, min=1)
+    prompt_len: LengthDist = _f(LengthDist(dist="fixed", value=128))
+    output_len: LengthDist = _f(LengthDist(dist="fixed", value=256))
+    trace: str = _f("", doc="arrival=trace: JSONL/CSV with arrival_s, prompt_len, output_len")
+    prompts: str = _f("", doc="engine: JSONL of {prompt} or {prompt_ids}; default held-out stdlib snippets")
+
+
+@dataclass
+class AcceptanceConfig:
+    model: str = _f("iid", choices=("iid", "beta", "mixture", "trace"))
+    alpha: float = _f(0.7, min=0.0, max=1.0, doc="iid: per-position acceptance probability")
+    beta_a: float = _f(4.0, min=1e-6, doc="beta: per-request alpha ~ Beta(a, b)")
+    beta_b: float = _f(2.0, min=1e-6)
+    decay: float = _f(1.0, min=0.0, max=1.0, doc="per-position multiplicative decay of alpha")
+    easy_alpha: float = _f(0.9, min=0.0, max=1.0, doc="mixture: acceptance in the easy regime")
+    hard_alpha: float = _f(0.3, min=0.0, max=1.0, doc="mixture: acceptance in the hard regime")
+    easy_frac: float = _f(0.5, min=0.0, max=1.0, doc="mixture: share of easy requests / segments")
+    regime: str = _f("request", choices=("request", "segment"), doc="mixture: per request or per segment")
+    segment_len: float = _f(32.0, min=1.0, doc="mixture/segment: mean segment length (tokens)")
+    estimate: str = _f("perfect", choices=("perfect", "noisy", "overconfident", "underconfident"))
+    noise: float = _f(0.1, min=0.0, doc="estimate: std of logit noise (noisy) or temperature shift")
+    trace: str = _f("", doc="model=trace: engine trace JSONL to replay")
+
+
+@dataclass
+class CostConfig:
+    model: str = _f("constant", choices=("constant", "linear", "knee", "roofline", "table"))
+    step_s: float = _f(0.02, min=0.0, doc="constant: target step time (s); linear/knee: fixed part")
+    per_token_s: float = _f(1e-4, min=0.0, doc="linear/knee: seconds per verified token in the batch")
+    knee_tokens: int = _f(256, min=0, doc="knee: batch tokens verified at flat cost before growth")
+    draft_step_s: float = _f(0.002, min=0.0, doc="one draft step for the whole batch (s)")
+    prefill_s: float = _f(0.0, min=0.0, doc="per request admission (s)")
+    prefill_per_token_s: float = _f(0.0, min=0.0, doc="per prompt token at admission (s)")
+    draft_mode: str = _f("sequential", choices=("sequential", "parallel"))
+    hardware: str = _f("H100", doc="roofline: hardware preset")
+    num_gpus: int = _f(4, min=1, doc="roofline: tensor-parallel degree")
+    target_preset: str = _f("vicuna-33b", doc="roofline: target model preset")
+    draft_preset: str = _f("vicuna-68m", doc="roofline: draft model preset")
+    flops_efficiency: float = _f(0.6, min=1e-3, max=1.0)
+    bandwidth_efficiency: float = _f(0.7, min=1e-3, max=1.0)
+    overhead_s: float = _f(0.0, min=0.0, doc="roofline/table: fixed per-step overhead (s)")
+    table: str = _f("", doc="table: profile CSV written by `tetris profile`")
+
+
+@dataclass
+class ServerConfig:
+    max_batch: int = _f(64, min=1)
+    replicas: int = _f(1, min=1)
+    router: str = _f("round_robin", choices=("round_robin", "least_tokens"))
+
+
+POLICIES = ("none", "fixed", "tetris", "threshold", "dsd", "oracle")
+
+
+@dataclass
+class PolicyConfig:
+    name: str = _f("tetris", choices=POLICIES)
+    k: int = _f(3, min=0, doc="window per request; capacity = k * batch for tetris/oracle")
+    extra: int = _f(2, min=0, doc="tetris: extra drafted tokens; K = k + extra")
+    budget: str = _f("fixed", choices=("fixed", "goodput"), doc="budget size: k*N or goodput-maximising")
+    tau: float = _f(0.3, min=0.0, max=1.0, doc="threshold: stop where cumulative score < tau")
+    max_k: int = _f(8, min=1, doc="dsd / goodput: largest window considered")
+    interval: int = _f(20, min=1, doc="dsd: steps between window re-choices")
+    ema: float = _f(0.9, min=0.0, max=1.0, doc="dsd: EMA weight of the acceptance estimate")
+    disable_batch: int = _f(0, min=0, doc="turn speculation off when batch > this (0: never)")
+
+
+@dataclass
+class SloConfig:
+    ttft_s: float = _f(0.0, min=0.0, doc="0 = no TTFT SLO")
+    tpot_s: float = _f(0.0, min=0.0, doc="0 = no TPOT SLO")
+
+
+@dataclass
+class EngineConfig:
+    pair: str = _f("", doc="folder holding target/ and draft/; empty = the committed pair")
+    device: str = _f("cpu", choices=("cpu", "cuda"))
+    temperature: float = _f(0.0, min=0.0, doc="0 = greedy")
+    estimator: str = _f("auto", choices=("auto", "token_prob", "max_prob", "calibrated"))
+    threads: int = _f(0, min=0, doc="torch threads (0 = torch default)")
+    trace_out: str = _f("", doc="trace mode: write the acceptance trace here")
+
+
+@dataclass
+class Config:
+    seed: int = _f(1, min=0)
+    workload: WorkloadConfig = _f(WorkloadConfig())
+    acceptance: AcceptanceConfig = _f(AcceptanceConfig())
+    cost: CostConfig = _f(CostConfig())
+    server: ServerConfig = _f(ServerConfig())
+    policy: PolicyConfig = _f(PolicyConfig())
+    slo: SloConfig = _f(SloConfig())
+    engine: EngineConfig = _f(EngineConfig())
+
+
+# ---------------------------------------------------------------- loading
+
+def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, meta['choices']))}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{key}: {value!r} is above the maximum {meta['max']}")
+    return value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in data:
+        if name not in fields:
+            where = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(fields)})")
+    obj = cls()
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):  # merge a partial table over the defaults
+            merged = dataclasses.asdict(getattr(obj, name)) | (value if isinstance(value, dict) else {})
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+            value = merged
+        setattr(obj, name, _coerce(value, tp, key, dict(fields[name].metadata)))
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'workload.rate=5' -> (['workload', 'rate'], 5). The value is TOML; bare words are strings."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: bad key {key!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word such as tetris
+    return key.split("."), value
+
+
+def _nested_set(data: dict, path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        nxt = data.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part} is not a table")
+        data = nxt
+    data[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (), base: dict | None = None) -> Config:
+    """Build the resolved Config: defaults <- base dict <- TOML file <- --set overrides."""
+    import copy
+
+    data: dict = copy.deepcopy(base) if base else {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found")
+        try:
+            file_data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {str(p)!r}: invalid TOML: {err}") from None
+        _deep_merge(data, file_data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _nested_set(data, keys, value)
+    return _build(Config, data)
+
+
+def _deep_merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def config_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+# ---------------------------------------------------------------- writing
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def to_toml(config) -> str:
+    """The resolved config as TOML text (round-trips through load_config)."""
+    data = config_dict(config) if dataclasses.is_dataclass(config) else config
+    top = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    lines = top[:]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(config, path: str | Path) -> None:
+    Path(path).write_text(to_toml(config))
