@@ -3,6 +3,8 @@
 Pure numpy/scipy: imports neither simpy nor torch.
 """
 from theory.acceptance import expected_tokens_iid, expected_window_tokens, accepted_length_variance
+from theory.budget import best_gain_by_capacity, fixed_capacity, goodput_capacity, goodput_uniform_k
+from theory.policy import Policy, make_policy
 from theory.allocate import (
     cumulative_scores,
     expected_tokens,
@@ -15,6 +17,12 @@ from theory.allocate import (
 )
 
 __all__ = [
+    "Policy",
+    "best_gain_by_capacity",
+    "fixed_capacity",
+    "goodput_capacity",
+    "goodput_uniform_k",
+    "make_policy",
     "accepted_length_variance",
     "cumulative_scores",
     "expected_tokens",

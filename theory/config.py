@@ -114,7 +114,7 @@ class PolicyConfig:
     name: str = _f("tetris", choices=POLICIES)
     k: int = _f(3, min=0, doc="window per request; capacity = k * batch for tetris/oracle")
     extra: int = _f(2, min=0, doc="tetris: extra drafted tokens; K = k + extra")
-    budget: str = _f("fixed", choices=("fixed", "goodput"), doc="budget size: k*N or goodput-maximising")
+    budget: str = _f("fixed", choices=("fixed", "goodput", "unbounded"), doc="budget size: k*N, goodput-maximising, or every drafted token")
     tau: float = _f(0.3, min=0.0, max=1.0, doc="threshold: stop where cumulative score < tau")
     max_k: int = _f(8, min=1, doc="dsd / goodput: largest window considered")
     interval: int = _f(20, min=1, doc="dsd: steps between window re-choices")

@@ -1,0 +1,67 @@
+"""Budget-size policies: how many draft tokens the batch verifies this step.
+
+Budget SIZE (this file) and budget SPLIT (allocate.py) are separate decisions and
+combine freely, e.g. a TETRIS split under a goodput-sized budget.
+
+A step-cost function has the signature
+    step_time(batch: int, drafts: int, verified) -> seconds
+for one step of `batch` running requests that each drafted `drafts` tokens and
+verify `verified` draft tokens in total (an int or an int array, vectorised).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from theory.acceptance import expected_tokens_iid
+from theory.allocate import cumulative_scores
+
+StepTime = Callable[[int, int, "int | np.ndarray"], "float | np.ndarray"]
+
+
+def fixed_capacity(k: int, batch: int) -> int:
+    """The paper's budget: what fixed-k SD verifies, C = k * N."""
+    if k < 0 or batch < 0:
+        raise ValueError(f"k and batch must be >= 0, got k={k}, batch={batch}")
+    return int(k) * int(batch)
+
+
+def best_gain_by_capacity(accept: np.ndarray) -> np.ndarray:
+    """gain[C] = max expected accepted drafts with C verified tokens, C = 0..#valid.
+
+    The top-C cumulative scores are an optimal prefix-closed choice, so the curve
+    is the running sum of the scores sorted high to low (concave in C).
+    """
+    scores = cumulative_scores(accept).reshape(-1)
+    ranked = np.sort(scores[scores >= 0.0])[::-1]
+    return np.concatenate([[0.0], np.cumsum(ranked)])
+
+
+def goodput_capacity(accept: np.ndarray, step_time: StepTime, drafts: int | None = None) -> int:
+    """The budget C maximising expected tokens per second: (N + gain[C]) / step_time(N, K, C)."""
+    accept = np.asarray(accept, dtype=np.float64)
+    n, k = accept.shape
+    gain = best_gain_by_capacity(accept)
+    caps = np.arange(gain.size)
+    seconds = np.asarray(step_time(n, k if drafts is None else drafts, caps), dtype=np.float64)
+    seconds = np.broadcast_to(seconds, caps.shape)
+    if np.any(seconds <= 0):
+        raise ValueError("step_time must be positive")
+    return int(np.argmax((n + gain) / seconds))  # first maximum: smallest such budget
+
+
+def goodput_uniform_k(alpha: float, batch: int, step_time: StepTime, max_k: int) -> int:
+    """DSD/SmartSpec: one window k for the whole batch maximising predicted goodput.
+
+    Expected tokens N * (1 - a^(k+1)) / (1 - a) over predicted step time
+    step_time(N, k, k*N), for k = 0..max_k, with one global acceptance rate.
+    """
+    if batch <= 0:
+        return 0
+    best_k, best = 0, -1.0
+    for k in range(max_k + 1):
+        rate = batch * expected_tokens_iid(alpha, k) / float(step_time(batch, k, k * batch))
+        if rate > best + 1e-12:
+            best_k, best = k, rate
+    return best_k
