@@ -148,6 +148,7 @@ class Config:
     policy: PolicyConfig = _f(PolicyConfig())
     slo: SloConfig = _f(SloConfig())
     engine: EngineConfig = _f(EngineConfig())
+    sweep: list = _f([], doc="sim: policy variants, inline tables laid over [policy] (label, k = \"best_fixed\" allowed)")
 
 
 # ---------------------------------------------------------------- loading

@@ -1,0 +1,237 @@
+"""Step-cost models: how long one serving step takes.
+
+    cost = make_cost(cfg.cost)
+    cost.target_s(batch, tokens, context)   # one target verification pass (s)
+    cost.draft_s(batch, context)            # one draft forward, one token per request (s)
+    cost.prefill(num_admitted, prompt_tokens)  # admission cost added to the step (s)
+    cost.step_s(batch, drafts, verified, context)  # whole decode step (s), vectorised in verified
+
+`tokens` = tokens the target scores in the step, summed over the batch: the
+verified draft tokens plus one per request (the bonus / correction position).
+`context` = mean context length (prompt + generated tokens) of the running
+requests. A decode step with K drafts costs K * draft_s + target_s (draft_mode
+"sequential"), or max(K * draft_s, target_s) ("parallel": drafting overlaps
+verification, the paper's target-efficiency projection).
+
+Models (cost.model):
+  constant   target = step_s; draft = draft_step_s
+  linear     target = step_s + per_token_s * tokens; draft = draft_step_s
+  knee       target = step_s + per_token_s * max(0, tokens - knee_tokens); draft = draft_step_s
+  roofline   target = overhead_s + forward(target preset, tokens, batch, context) on num_gpus
+             (tensor parallel); draft = forward(draft preset, batch, batch, context) on one GPU.
+             forward = preset.forward_overhead_s + max(FLOPs / (peak * flops_efficiency),
+             bytes / (bandwidth * bandwidth_efficiency)); FLOPs = 2 * params * tokens +
+             4 * layers * heads * head_dim * tokens * context; bytes = 2 * params (bf16 weights)
+             + 4 * layers * kv_heads * head_dim * batch * context (bf16 K and V).
+  table      a profiled CSV, interpolated (see TABLE FORMAT below).
+Prefill (every model): prefill_s per admitted request + prefill_per_token_s per prompt token;
+roofline adds one target forward over the admitted prompts (mean context = half a prompt).
+
+TABLE FORMAT (written by `tetris profile`, read here), CSV with a header row:
+    batch,tokens_per_request,context,target_s,draft_s
+    1,1,128,0.0121,0.0009
+    ...
+batch: running requests; tokens_per_request: tokens the target scores per
+request (window + 1, so 1 = plain decoding); context: mean context length
+(tokens); target_s: seconds of one target pass at that point; draft_s: seconds
+of one draft forward (one token per request) at that (batch, context), repeated
+on every row of that pair (rows may leave it empty; the mean of the given
+values is used). The rows must cover the full grid of the distinct batch x
+tokens_per_request x context values. Lookups interpolate multilinearly and
+extrapolate linearly past the edges (results floored at 1 microsecond);
+overhead_s is added to target_s.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from theory.config import ConfigError
+
+
+@dataclass(frozen=True)
+class Hardware:
+    flops: float  # peak dense bf16 FLOP/s per GPU
+    bandwidth: float  # HBM bytes/s per GPU
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    params: float  # parameters
+    layers: int
+    heads: int  # attention (query) heads
+    kv_heads: int
+    head_dim: int
+    forward_overhead_s: float  # launch / framework / all-reduce overhead per forward (s)
+
+
+HARDWARE = {
+    "H100": Hardware(989e12, 3.35e12),
+    "H200": Hardware(989e12, 4.8e12),
+    "A100": Hardware(312e12, 2.039e12),
+}
+
+MODELS = {
+    "llama-3-8b": ModelPreset(8.03e9, 32, 32, 8, 128, 0.0015),
+    "llama-3-70b": ModelPreset(70.6e9, 80, 64, 8, 128, 0.0035),
+    "vicuna-33b": ModelPreset(32.5e9, 60, 52, 52, 128, 0.003),
+    "vicuna-68m": ModelPreset(68e6, 2, 12, 12, 64, 0.0004),
+    "llama-3.2-1b": ModelPreset(1.24e9, 16, 32, 8, 64, 0.0015),
+}
+
+TABLE_COLUMNS = ("batch", "tokens_per_request", "context", "target_s", "draft_s")
+
+
+def _forward_s(m: ModelPreset, hw: Hardware, gpus: int, fe: float, be: float, tokens, batch, context):
+    flops = 2.0 * m.params * tokens + 4.0 * m.layers * m.heads * m.head_dim * tokens * context
+    nbytes = 2.0 * m.params + 4.0 * m.layers * m.kv_heads * m.head_dim * batch * context
+    compute, memory = flops / (hw.flops * fe * gpus), nbytes / (hw.bandwidth * be * gpus)
+    if isinstance(compute, np.ndarray) or isinstance(memory, np.ndarray):
+        return m.forward_overhead_s + np.maximum(compute, memory)
+    return m.forward_overhead_s + max(compute, memory)
+
+
+def _axis_weights(axis: np.ndarray, x):
+    """Index of the left grid point and the (unclipped: extrapolating) weight of the right one."""
+    if axis.size == 1:
+        return np.zeros_like(np.asarray(x, dtype=np.int64)), np.zeros_like(np.asarray(x, dtype=np.float64))
+    i = np.clip(np.searchsorted(axis, x, side="right") - 1, 0, axis.size - 2)
+    w = (np.asarray(x, dtype=np.float64) - axis[i]) / (axis[i + 1] - axis[i])
+    return i, w
+
+
+class Table:
+    """Multilinear interpolation over a full (batch, tokens_per_request, context) grid."""
+
+    def __init__(self, path: str, key: str = "cost.table"):
+        p = Path(path)
+        if not path or not p.is_file():
+            raise ConfigError(f"{key}: profile table {path!r} not found")
+        with open(p, newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in TABLE_COLUMNS[:4] if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ConfigError(f"{key}: {path!r} lacks column(s) {', '.join(missing)}")
+            rows = list(reader)
+        if not rows:
+            raise ConfigError(f"{key}: {path!r} has no rows")
+        try:
+            b = np.array([float(r["batch"]) for r in rows])
+            t = np.array([float(r["tokens_per_request"]) for r in rows])
+            c = np.array([float(r["context"]) for r in rows])
+            y = np.array([float(r["target_s"]) for r in rows])
+            d = np.array([float(r["draft_s"]) if r.get("draft_s") not in (None, "") else np.nan for r in rows])
+        except ValueError as err:
+            raise ConfigError(f"{key}: {path!r} has a non-numeric value ({err})") from None
+        if not (np.all(np.isfinite(y)) and np.all(y > 0)):
+            raise ConfigError(f"{key}: {path!r} target_s must be positive numbers")
+        self.b, self.t, self.c = np.unique(b), np.unique(t), np.unique(c)
+        grid = np.full((self.b.size, self.t.size, self.c.size), np.nan)
+        dsum = np.zeros((self.b.size, self.c.size))
+        dcount = np.zeros((self.b.size, self.c.size))
+        ib, it, ic = np.searchsorted(self.b, b), np.searchsorted(self.t, t), np.searchsorted(self.c, c)
+        grid[ib, it, ic] = y
+        if np.isnan(grid).any():
+            raise ConfigError(f"{key}: {path!r} does not cover the full batch x tokens_per_request x context grid")
+        ok = np.isfinite(d)
+        np.add.at(dsum, (ib[ok], ic[ok]), d[ok])
+        np.add.at(dcount, (ib[ok], ic[ok]), 1)
+        self.has_draft = bool(ok.any())
+        fill = float(np.nanmean(d)) if self.has_draft else 0.0
+        self.draft = np.where(dcount > 0, dsum / np.maximum(dcount, 1), fill)
+        self.grid = grid
+
+    def target(self, batch, tokens_per_request, context):
+        ib, wb = _axis_weights(self.b, batch)
+        it, wt = _axis_weights(self.t, tokens_per_request)
+        ic, wc = _axis_weights(self.c, context)
+        g = self.grid
+        nb, nt, nc = (min(1, s - 1) for s in g.shape)
+        out = 0.0
+        for db, fb in ((0, 1 - wb), (nb, wb)):
+            for dt, ft in ((0, 1 - wt), (nt, wt)):
+                for dc, fc in ((0, 1 - wc), (nc, wc)):
+                    out = out + fb * ft * fc * g[ib + db, it + dt, ic + dc]
+        return np.maximum(out, 1e-6)
+
+    def draft_s(self, batch, context):
+        ib, wb = _axis_weights(self.b, batch)
+        ic, wc = _axis_weights(self.c, context)
+        d = self.draft
+        nb, nc = (min(1, s - 1) for s in d.shape)
+        out = (1 - wb) * (1 - wc) * d[ib, ic] + wb * (1 - wc) * d[ib + nb, ic] + (1 - wb) * wc * d[ib, ic + nc] + wb * wc * d[ib + nb, ic + nc]
+        return float(max(out, 0.0))
+
+
+@dataclass
+class CostModel:
+    cfg: object  # theory.config.CostConfig
+    table: Table | None = None
+
+    def target_s(self, batch: int, tokens, context: float):
+        """Seconds of one target pass; float for a scalar `tokens`, an array for an array."""
+        c = self.cfg
+        arr = isinstance(tokens, np.ndarray)
+        tokens = tokens.astype(np.float64) if arr else float(tokens)
+        if c.model == "constant":
+            return np.full(tokens.shape, c.step_s) if arr else c.step_s
+        if c.model == "linear":
+            return c.step_s + c.per_token_s * tokens
+        if c.model == "knee":
+            return c.step_s + c.per_token_s * (np.maximum(0.0, tokens - c.knee_tokens) if arr else max(0.0, tokens - c.knee_tokens))
+        if c.model == "roofline":
+            m, hw = MODELS[c.target_preset], HARDWARE[c.hardware]
+            return c.overhead_s + _forward_s(m, hw, c.num_gpus, c.flops_efficiency, c.bandwidth_efficiency,
+                                             tokens, batch, context)
+        out = c.overhead_s + self.table.target(batch, tokens / max(batch, 1), context)
+        return out if arr else float(out)
+
+    def draft_s(self, batch: int, context: float) -> float:
+        c = self.cfg
+        if c.model == "roofline":
+            m, hw = MODELS[c.draft_preset], HARDWARE[c.hardware]
+            return float(_forward_s(m, hw, 1, c.flops_efficiency, c.bandwidth_efficiency, batch, batch, context))
+        if c.model == "table" and self.table.has_draft:
+            return self.table.draft_s(batch, context)
+        return c.draft_step_s
+
+    def prefill(self, num_admitted: int, prompt_tokens: int) -> float:
+        c = self.cfg
+        extra = 0.0
+        if c.model == "roofline" and num_admitted:  # one target pass over the prompts
+            m, hw = MODELS[c.target_preset], HARDWARE[c.hardware]
+            extra = float(_forward_s(m, hw, c.num_gpus, c.flops_efficiency, c.bandwidth_efficiency,
+                                     float(prompt_tokens), num_admitted, prompt_tokens / (2.0 * num_admitted)))
+        return c.prefill_s * num_admitted + c.prefill_per_token_s * prompt_tokens + extra
+
+    def step_parts(self, batch: int, drafts: int, verified, context: float):
+        """(seconds paid for drafting, seconds of the target pass) for one decode step."""
+        target = self.target_s(batch, verified + batch, context)
+        draft = drafts * self.draft_s(batch, context) if drafts else 0.0
+        if self.cfg.draft_mode == "parallel":  # drafting hidden behind verification
+            return (np.maximum(draft - target, 0.0) if isinstance(target, np.ndarray) else max(draft - target, 0.0)), target
+        return draft, target
+
+    def step_s(self, batch: int, drafts: int, verified, context: float):
+        draft, target = self.step_parts(batch, drafts, verified, context)
+        return draft + target
+
+
+def make_cost(cfg) -> CostModel:
+    """Validate the [cost] section and build its model (ConfigError names the bad key)."""
+    if cfg.model == "roofline":
+        if cfg.hardware not in HARDWARE:
+            raise ConfigError(f"cost.hardware: {cfg.hardware!r} is not one of {', '.join(map(repr, HARDWARE))}")
+        for key in ("target_preset", "draft_preset"):
+            if getattr(cfg, key) not in MODELS:
+                raise ConfigError(f"cost.{key}: {getattr(cfg, key)!r} is not one of {', '.join(map(repr, MODELS))}")
+    table = Table(cfg.table) if cfg.model == "table" else None
+    model = CostModel(cfg, table)
+    probe = model.step_s(1, 1, 1, 1.0)
+    if not math.isfinite(float(np.max(probe))):
+        raise ConfigError(f"cost.model: {cfg.model!r} gives a non-finite step time")
+    return model

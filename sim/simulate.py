@@ -1,0 +1,315 @@
+"""Run the simulator: one policy, a sweep of policies, and the run folder.
+
+    result = simulate_policy(cfg, policy_cfg)      # -> PolicyResult(summary, columns, stats)
+    results = run_all(cfg)                         # every variant -> {label: PolicyResult}
+    results = run_to_folder("runs/x", cfg)         # the same, writing the run folder
+
+Variants: cfg.sweep is a list of inline tables laid over [policy] (each may set
+`label`; k = "best_fixed" takes the k of the best fixed-k variant run before
+it). An empty sweep runs [policy] alone, labelled by its name.
+Every variant replays the same workload and acceptance draws (same seed).
+
+Several replicas (server.replicas > 1) sit behind a router process that hands
+each arriving request to one replica: round_robin, or least_tokens (fewest
+output tokens still to emit, running + queued; ties to the lowest index).
+
+Run folder: summary.json {"policies": {label: {metric: value}}}, requests.csv
+(policy,id,arrival_s,first_token_s,finish_s,prompt_len,output_len,replica
+rows; by id, or in finish order past 2^16 requests per policy, when they are
+streamed so memory stays flat), steps.csv when asked (policy,replica,step,start_s,step_s,batch,drafts,
+verified,accepted,emitted,prefill_s), and the resolved config.toml. It is
+written to a temporary folder and renamed into place at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import simpy
+
+from theory.config import Config, ConfigError, PolicyConfig, _build, to_toml
+from theory.metrics import RecordSink, StepStats, summarize
+from theory.policy import make_policy
+from theory.workload import iter_request_chunks, num_requests
+from sim.acceptance import make_acceptance
+from sim.cost import make_cost
+from sim.replica import Replica, RequestQueue
+
+
+@dataclass
+class PolicyResult:
+    label: str
+    summary: dict  # metrics (theory.metrics.summarize)
+    columns: dict | None  # per-request arrays (id, arrival_s, first_token_s, finish_s, prompt_len, output_len, replica) ordered by id; None past the exact limit
+    stats: StepStats
+    steps: list | None = None  # per-step rows when asked
+    policy: PolicyConfig | None = None  # the resolved policy it ran
+
+
+# ---------------------------------------------------------------- variants
+
+def _label(p: PolicyConfig) -> str:
+    if p.name == "none":
+        return "none"
+    if p.name == "fixed":
+        return f"fixed-k{p.k}"
+    if p.name == "dsd":
+        return "dsd"
+    lab = f"{p.name}-k{p.k}-e{p.extra}"
+    if p.name == "threshold":
+        lab += f"-tau{p.tau:g}"
+    if p.budget != "fixed":
+        lab += f"-{p.budget}"
+    return lab
+
+
+def _check_step_time(cfg: Config, pcfg: PolicyConfig, label: str) -> None:
+    if (pcfg.name == "dsd" or pcfg.budget == "goodput") and not make_cost(cfg.cost).step_s(1, 1, 1, 1.0) > 0:
+        raise ConfigError(f"cost.step_s: policy {label!r} sizes its budget by goodput and needs a positive step time")
+
+
+def variants(cfg: Config, only: str | None = None) -> list[tuple[str, dict]]:
+    """(label, policy table) pairs to run; validates every entry (errors name sweep[i].key)."""
+    base = dataclasses.asdict(cfg.policy)
+    if only is not None:
+        from theory.config import POLICIES
+
+        if only not in POLICIES:
+            raise ConfigError(f"--policy: {only!r} is not one of {', '.join(map(repr, POLICIES))}")
+        _check_step_time(cfg, _build(PolicyConfig, base | {"name": only}, "policy"), only)
+        return [(only, base | {"name": only})]
+    if not cfg.sweep:
+        _check_step_time(cfg, cfg.policy, cfg.policy.name)
+        return [(cfg.policy.name, base)]
+    out, seen = [], set()
+    if not isinstance(cfg.sweep, list):
+        raise ConfigError("sweep: expected an array of inline tables")
+    for i, entry in enumerate(cfg.sweep):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"sweep[{i}]: expected an inline table such as {{ name = \"fixed\", k = 3 }}")
+        entry = dict(entry)
+        label = entry.pop("label", None)
+        if label is not None and not isinstance(label, str):
+            raise ConfigError(f"sweep[{i}].label: expected a string")
+        table = base | entry
+        probe = table | ({"k": 1} if table.get("k") == "best_fixed" else {})
+        pcfg = _build(PolicyConfig, probe, f"sweep[{i}]")
+        if label is None:
+            label = "fixed-best" if pcfg.name == "fixed" and table.get("k") == "best_fixed" else _label(pcfg)
+            if table.get("k") == "best_fixed" and pcfg.name != "fixed":
+                label = label.replace("-k1-", "-kbest-")
+        if table.get("k") == "best_fixed" and not any(t.get("name", base["name"]) == "fixed" and t.get("k") != "best_fixed"
+                                                      for _, t in out):
+            raise ConfigError(f"sweep[{i}].k: \"best_fixed\" needs a fixed-k variant earlier in the sweep")
+        _check_step_time(cfg, pcfg, label)
+        while label in seen:
+            label += "'"
+        seen.add(label)
+        out.append((label, table))
+    return out
+
+
+def _resolve(table: dict, done: dict, label: str) -> PolicyConfig:
+    if table.get("k") == "best_fixed":
+        fixed = [r for r in done.values() if r.policy.name == "fixed"]
+        best = max(fixed, key=lambda r: r.summary["output_throughput"])  # first of equals
+        table = table | {"k": best.policy.k}
+    return _build(PolicyConfig, table, "policy")
+
+
+def check(cfg: Config) -> None:
+    """Validate cross-field settings before anything runs (ConfigError names the key)."""
+    make_cost(cfg.cost)
+    make_acceptance(cfg)
+    num_requests(cfg)  # opens trace / length files
+    for key in ("prompt_len", "output_len"):
+        from theory.workload import check_length_dist
+
+        check_length_dist(getattr(cfg.workload, key), f"workload.{key}")
+
+
+# ---------------------------------------------------------------- one policy
+
+def _router(env, replicas, cfg: Config):
+    rr = cfg.server.router == "round_robin"
+    i = 0
+    for chunk in iter_request_chunks(cfg):
+        for rid, a, p, o in zip(chunk.id.tolist(), chunk.arrival_s.tolist(), chunk.prompt_len.tolist(), chunk.output_len.tolist()):
+            if a > env.now:
+                yield env.timeout(a - env.now)
+            if rr:
+                rep = replicas[i % len(replicas)]
+            else:
+                rep = min(replicas, key=lambda r: (r.outstanding + r.queue.queued_tokens, r.index))
+            rep.queue.push(rid, a, p, o)
+            rep.notify()
+            i += 1
+    for rep in replicas:
+        rep.closed = True
+        rep.notify()
+
+
+def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, progress=None,
+                    on_step=None, keep_steps: bool = False, writer=None, exact_limit: int = 1 << 16) -> PolicyResult:
+    """Simulate one policy over the whole workload; returns its metrics and per-request columns.
+
+    writer(columns) receives finished requests in blocks (RecordSink); past
+    `exact_limit` requests the columns are not kept (result.columns is None).
+    """
+    label = label or pcfg.name
+    env = simpy.Environment()
+    cost = make_cost(cfg.cost)
+    nrep = cfg.server.replicas
+    steps: list | None = [] if keep_steps else None
+    sink = RecordSink(cfg.slo, exact_limit=exact_limit, writer=writer)
+
+    def step_hook(rep, info):
+        if steps is not None:
+            steps.append((label, rep.index, rep.stats.num_steps, info["start_s"], info["dt"], info["batch"], info["drafts"],
+                          int(info["lengths"].sum()), int(info["accepted"].sum()), int(info["emitted"].sum()), info["prefill_s"]))
+        if on_step is not None:
+            on_step(rep, info)
+
+    hook = step_hook if (keep_steps or on_step is not None) else None
+    replicas = []
+    for r in range(nrep):
+        queue = RequestQueue(iter_request_chunks(cfg) if nrep == 1 else None)
+        rep = Replica(env, r, queue, None, cost, make_acceptance(cfg), cfg.server.max_batch, sink,
+                      on_finish=progress, on_step=hook)
+        needs_time = pcfg.name == "dsd" or pcfg.budget == "goodput"
+        rep.policy = make_policy(pcfg, step_time=rep.step_time if needs_time else None)
+        replicas.append(rep)
+        env.process(rep.run())
+    if nrep > 1:
+        env.process(_router(env, replicas, cfg))
+    env.run()
+    total = num_requests(cfg)
+    if len(sink) != total:
+        raise RuntimeError(f"simulation drained its event queue with {total - len(sink)} of {total} requests unfinished")
+    cols = sink.columns() if sink.exact else None
+    sink.close()
+    stats = StepStats()
+    for rep in replicas:
+        stats.merge(rep.stats)
+    duration = sink.last_finish_s
+    summary = summarize(sink, stats, duration, cfg.slo)
+    return PolicyResult(label, summary, cols, stats, steps, pcfg)
+
+
+# ---------------------------------------------------------------- many policies + run folder
+
+def _clean(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    return x
+
+
+def summary_json(results: dict) -> str:
+    return json.dumps(_clean({"policies": {lab: r.summary for lab, r in results.items()}}), indent=2) + "\n"
+
+
+def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_steps: bool = False,
+            requests_file=None) -> dict:
+    """Simulate every variant in order; returns {label: PolicyResult}.
+
+    requests_file: an open text file that receives the requests.csv rows.
+    """
+    check(cfg)
+    todo = variants(cfg, only)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo) * num_requests(cfg), unit="req", file=sys.stderr, disable=None,
+                   desc="simulate", leave=False)
+    done: dict[str, PolicyResult] = {}
+    try:
+        for label, table in todo:
+            pcfg = _resolve(table, done, label)
+            if bar is not None:
+                bar.set_postfix_str(label)
+            writer = None
+            if requests_file is not None:
+                writer = lambda cols, label=label: _write_rows(requests_file, label, cols)
+            done[label] = simulate_policy(cfg, pcfg, label, progress=bar.update if bar is not None else None,
+                                          keep_steps=keep_steps, writer=writer)
+    finally:
+        if bar is not None:
+            bar.close()
+    return done
+
+
+REQUESTS_HEADER = "policy,id,arrival_s,first_token_s,finish_s,prompt_len,output_len,replica\n"
+STEPS_HEADER = "policy,replica,step,start_s,step_s,batch,drafts,verified,accepted,emitted,prefill_s\n"
+
+
+def _write_rows(fh, label: str, c: dict) -> None:
+    rows = zip(c["id"].tolist(), c["arrival_s"].tolist(), c["first_token_s"].tolist(), c["finish_s"].tolist(),
+               c["prompt_len"].tolist(), c["output_len"].tolist(), c["replica"].tolist())
+    fh.writelines(f"{label},{i},{a:.6f},{f:.6f},{e:.6f},{p},{o},{r}\n" for i, a, f, e, p, o, r in rows)
+
+
+def run_to_folder(out: str | Path, cfg: Config, only: str | None = None, progress: bool = True,
+                  requests: bool = True, steps: bool = False) -> dict:
+    """Run every variant and write the run folder atomically (temporary folder renamed into place)."""
+    check(cfg)
+    variants(cfg, only)  # every bad key is reported before anything is written
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        fh = open(tmp / "requests.csv", "w") if requests else None
+        try:
+            if fh is not None:
+                fh.write(REQUESTS_HEADER)
+            results = run_all(cfg, only, progress, keep_steps=steps, requests_file=fh)
+        finally:
+            if fh is not None:
+                fh.close()
+        (tmp / "summary.json").write_text(summary_json(results))
+        (tmp / "config.toml").write_text(to_toml(cfg))
+        if steps:
+            with open(tmp / "steps.csv", "w") as sf:
+                sf.write(STEPS_HEADER)
+                for r in results.values():
+                    sf.writelines(f"{s[0]},{s[1]},{s[2]},{s[3]:.6f},{s[4]:.6f},{s[5]},{s[6]},{s[7]},{s[8]},{s[9]},{s[10]:.6f}\n"
+                                  for s in r.steps or ())
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return results
+
+
+def comparison_table(results: dict) -> str:
+    """Plain-text table: throughput, ratio to the best fixed-k, TPOT, acceptance length, VSR."""
+    fixed = [r.summary["output_throughput"] for lab, r in results.items() if lab.startswith("fixed-")]
+    ref = max(fixed) if fixed else next(iter(results.values())).summary["output_throughput"]
+    ref_name = "best fixed" if fixed else "first"
+    head = f"{'policy':<22} {'tok/s':>10} {'vs ' + ref_name:>14} {'TPOT ms':>9} {'E2E s':>8} {'acc.len':>8} {'VSR':>6}"
+    lines = [head, "-" * len(head)]
+    for lab, r in results.items():
+        s = r.summary
+        ratio = s["output_throughput"] / ref if ref else float("nan")
+        lines.append(f"{lab:<22} {s['output_throughput']:>10.1f} {ratio:>14.4f} {1e3 * s['mean_tpot_s']:>9.2f} "
+                     f"{s['mean_e2e_s']:>8.2f} {s['acceptance_length']:>8.3f} {s['draft_acceptance_rate']:>6.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Exact simulator timelines and closed forms (in the style of SimPy's own tests)."""
+import numpy as np
+import pytest
+
+from theory.acceptance import expected_tokens_iid
+from theory.config import load_config
+from sim.simulate import simulate_policy
+
+
+def config(tmp_path=None, trace_rows=None, **sections):
+    base = {"seed": 3}
+    base.update(sections)
+    if trace_rows is not None:
+        f = tmp_path / "trace.csv"
+        f.write_text("arrival_s,prompt_len,output_len\n" + "".join(f"{a},{p},{o}\n" for a, p, o in trace_rows))
+        base.setdefault("workload", {}).update(arrival="trace", trace=str(f), num_requests=len(trace_rows))
+    return load_config(base=base)
+
+
+def run(cfg, **kw):
+    return simulate_policy(cfg, cfg.policy, **kw)
+
+
+def test_continuous_batching_timeline(tmp_path):
+    # max batch 2, plain decoding, 1 s per step:
+    # t=0 r0 admitted; step [0,1]: r0 first token.
+    # t=1 r1 and r2 have arrived, one free slot -> r1; step [1,2]: r0 done, r1 first and done.
+    # t=2 r2 admitted; steps [2,3] and [3,4]: first token at 3, done at 4.
+    # r3 arrives at 10 while idle: the replica sleeps until 10; steps [10,11], [11,12].
+    cfg = config(tmp_path, [(0.0, 5, 2), (0.5, 5, 1), (0.6, 5, 2), (10.0, 5, 2)],
+                 cost={"model": "constant", "step_s": 1.0}, server={"max_batch": 2}, policy={"name": "none"})
+    r = run(cfg)
+    c = r.columns
+    assert c["first_token_s"].tolist() == [1.0, 2.0, 3.0, 11.0]
+    assert c["finish_s"].tolist() == [2.0, 2.0, 4.0, 12.0]
+    assert r.summary["num_steps"] == 6 and r.summary["duration_s"] == 12.0
+    assert r.summary["mean_ttft_s"] == pytest.approx((1.0 + 1.5 + 2.4 + 1.0) / 4)
+
+
+def test_prefill_and_draft_costs_timeline(tmp_path):
+    # fixed k=2 with alpha=1: each step emits 3 tokens and costs prefill + 2 drafts + target.
+    cfg = config(tmp_path, [(0.0, 10, 7), (0.0, 20, 3)],
+                 acceptance={"model": "iid", "alpha": 1.0},
+                 cost={"model": "constant", "step_s": 1.0, "draft_step_s": 0.25, "prefill_s": 0.5,
+                       "prefill_per_token_s": 0.01},
+                 policy={"name": "fixed", "k": 2})
+    r = run(cfg, keep_steps=True)
+    # step 1: prefill 2*0.5 + 30*0.01 = 1.3, drafts 0.5, target 1 -> ends 2.8; both emit 3 (r1 done: 3 tokens)
+    # step 2: r0 only: 1.5 -> 4.3, r0 at 6; step 3: only 1 token left: window 0 still drafts 2 -> 5.8
+    assert r.columns["first_token_s"].tolist() == [2.8, 2.8]
+    assert r.columns["finish_s"].tolist() == pytest.approx([5.8, 2.8])
+    assert [s[7] for s in r.steps] == [4, 2, 0]  # verified drafts per step (last window capped by the end)
+    assert r.stats.emitted_tokens == 10
+
+
+@pytest.mark.parametrize("k, alpha", [(0, 0.6), (3, 1.0)])
+def test_offline_saturated_closed_form(k, alpha):
+    # m waves of B requests with identical lengths run in lock step:
+    # time = m * ceil(L / (k+1)) * (step + k * draft); throughput = m*B*L / time
+    B, m, L, step, draft = 8, 3, 10, 0.02, 0.003
+    cfg = config(workload={"arrival": "offline", "num_requests": B * m, "output_len": {"dist": "fixed", "value": L}},
+                 acceptance={"model": "iid", "alpha": alpha},
+                 cost={"model": "constant", "step_s": step, "draft_step_s": draft},
+                 server={"max_batch": B}, policy={"name": "fixed" if k else "none", "k": k})
+    r = run(cfg)
+    per_request_steps = -(-L // (k + 1))
+    # every step drafts k tokens (the window is capped near the end, the drafting is not)
+    expect = m * per_request_steps * (step + k * draft)
+    assert r.summary["duration_s"] == pytest.approx(expect, rel=1e-12)
+    assert r.summary["output_throughput"] == pytest.approx(B * m * L / expect, rel=1e-12)
+    assert r.summary["num_steps"] == m * per_request_steps
+
+
+def test_speculative_tokens_per_step_batch1():
+    # batch 1, iid alpha, fixed k: E[tokens/step] = (1 - a^(k+1)) / (1 - a); long outputs so
+    # that the truncated last step of each request is negligible (< 1e-3 of the steps).
+    a, k = 0.7, 4
+    cfg = config(workload={"arrival": "offline", "num_requests": 4, "output_len": {"dist": "fixed", "value": 25000}},
+                 acceptance={"model": "iid", "alpha": a}, server={"max_batch": 1}, policy={"name": "fixed", "k": k})
+    r = run(cfg)
+    steps = r.summary["num_steps"]
+    mean = r.stats.emitted_tokens / steps
+    from theory.acceptance import accepted_length_variance
+
+    se = np.sqrt(accepted_length_variance(np.full(k, a)) / steps)
+    assert abs(mean - expected_tokens_iid(a, k)) < 3 * se  # 3 standard errors
+    assert r.summary["acceptance_length"] == pytest.approx(mean, rel=1e-3)
+    # per-position acceptance of position j (given it was verified) is a^j
+    assert r.summary["per_position_acceptance"] == pytest.approx([a ** j for j in range(1, k + 1)], abs=0.02)
