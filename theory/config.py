@@ -136,6 +136,8 @@ class EngineConfig:
     estimator: str = _f("auto", choices=("auto", "token_prob", "max_prob", "calibrated"))
     threads: int = _f(0, min=0, doc="torch threads (0 = torch default)")
     trace_out: str = _f("", doc="trace mode: write the acceptance trace here")
+    clock: str = _f("wall", choices=("wall", "cpu"),
+                    doc="timing clock: wall, or this process's CPU seconds (steady on a shared CPU; use threads = 1)")
 
 
 @dataclass

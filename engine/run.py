@@ -1,0 +1,91 @@
+"""Running a list of requests through an Engine: admission, arrivals, stats, records."""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from engine.core import Engine, Seq
+from theory.metrics import RequestRecord, StepStats
+
+
+_process_time = time.process_time
+
+
+class CpuClock:
+    """Seconds of CPU time used by this process, plus virtual sleeps (idle waits for arrivals).
+
+    On a shared machine wall time swings with other people's load; the CPU time of a
+    one-thread engine is what the run costs on one free core.
+    """
+
+    def __init__(self):
+        self.offset = 0.0  # seconds slept virtually
+
+    def __call__(self) -> float:
+        return _process_time() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.offset += max(0.0, float(seconds))
+
+
+def make_clock(kind: str):
+    return CpuClock() if kind == "cpu" else time.perf_counter
+
+
+@dataclass
+class RunResult:
+    seqs: list  # every Seq, in input order, with .out filled
+    records: list  # theory.metrics.RequestRecord per request
+    stats: StepStats
+    duration_s: float  # seconds from start to the last finish
+    select_s: float  # seconds spent estimating + allocating
+    step_s: float  # seconds spent in decoding steps (draft + select + verify + bookkeeping)
+
+
+def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
+        arrivals_in_steps: bool = False, progress=None) -> RunResult:
+    """Serve `seqs` (continuous batching, at most max_batch running).
+
+    timed: arrival_s are wall-clock seconds from the start (the loop sleeps when idle);
+    arrivals_in_steps: arrival_s counts decoding steps instead (deterministic, for tests);
+    otherwise every request is available at once (offline).
+    """
+    queue = deque(sorted(seqs, key=lambda s: s.arrival_s))
+    if not (timed or arrivals_in_steps):
+        for s in queue:
+            s.arrival_s = 0.0
+    stats = StepStats()
+    select_s = step_s = 0.0
+    engine.t0 = engine.clock()
+    while queue or engine.seqs:
+        now = float(engine.step_index) if arrivals_in_steps else engine.now()
+        joining = []
+        while queue and len(engine.seqs) + len(joining) < max_batch and queue[0].arrival_s <= now:
+            joining.append(queue.popleft())
+        if joining:
+            if arrivals_in_steps:
+                for s in joining:
+                    s.arrival_s = engine.now()
+            stats.prefill_s += engine.admit(joining)
+            if progress is not None:
+                progress.update(sum(1 for s in joining if s.done))
+        if not engine.seqs:
+            if queue and timed:
+                sleep = getattr(engine.clock, "sleep", time.sleep)  # a CpuClock sleeps virtually
+                sleep(max(0.0, queue[0].arrival_s - engine.now()))
+            elif queue and arrivals_in_steps:
+                engine.step_index += 1  # idle step: let the step clock reach the next arrival
+            continue
+        t0 = engine.clock()
+        out = engine.step()
+        step_s += engine.clock() - t0
+        stats.add_step(out.batch, out.drafts, out.lengths, out.accepted, out.emitted)
+        stats.draft_s += out.draft_s
+        stats.target_s += out.target_s
+        select_s += out.select_s
+        if progress is not None and out.finished:
+            progress.update(len(out.finished))
+    duration = max((s.finish_s for s in seqs), default=0.0)
+    records = [RequestRecord(s.id, s.arrival_s, s.first_token_s, s.finish_s, len(s.prompt), len(s.out)) for s in seqs]
+    return RunResult(list(seqs), records, stats, duration, select_s, step_s)

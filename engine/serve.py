@@ -1,0 +1,259 @@
+"""Run a workload config through the engine: every policy variant, same requests and draws.
+
+    results = run_config(cfg, only=None, progress=True)   # {label: PolicyRun}
+    write_run(out, cfg, results)                          # summary.json, requests.csv, config.toml
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import variants as var
+from engine.core import Engine, Seq
+from engine.run import RunResult, run
+from theory.config import Config, ConfigError, PolicyConfig, to_toml
+from theory.metrics import summarize
+from theory.policy import make_policy
+from theory.trace import write_trace
+from theory.workload import acceptance_rng, iter_requests
+
+
+@dataclass
+class PolicyRun:
+    label: str
+    summary: dict  # metrics (theory.metrics.summarize) + engine timings
+    result: RunResult
+    trace: list  # TraceRecords (trace mode) or []
+    calibration: list  # per-step estimator/truth arrays (calibration mode) or []
+
+
+@dataclass
+class Workload:
+    requests: list  # theory.workload.Request
+    prompts: list  # [n] prompt token ids per request
+
+
+def build_workload(cfg: Config, tokenizer, pair_dir: Path | None) -> Workload:
+    from engine.prompts import heldout_stream, read_prompts_file, snippet
+
+    reqs = list(iter_requests(cfg))
+    if cfg.workload.prompts:
+        items = read_prompts_file(cfg.workload.prompts, tokenizer)
+        prompts = [items[r.id % len(items)] for r in reqs]
+        reqs = [dataclasses.replace(r, prompt_len=len(p)) for r, p in zip(reqs, prompts)]
+    else:
+        if tokenizer is None:
+            raise ConfigError("workload.prompts: the pair has no tokenizer; give prompt_ids in a prompts file")
+        stream = heldout_stream(tokenizer, pair_dir, max(r.prompt_len for r in reqs))
+        prompts = [snippet(stream, r.id, r.prompt_len) for r in reqs]
+    return Workload(reqs, prompts)
+
+
+def check_positions(wl: Workload, model) -> None:
+    """Prompt + output must fit the model's position range (RoPE beyond it is untrained)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not limit:
+        return
+    worst = max(len(p) + int(r.output_len) for r, p in zip(wl.requests, wl.prompts))
+    if worst > limit:
+        raise ConfigError(f"workload.output_len: a request needs {worst} positions (prompt + output), "
+                          f"more than the pair's max_position_embeddings = {limit}")
+
+
+def make_seqs(cfg: Config, wl: Workload) -> list[Seq]:
+    return [Seq(r.id, list(p), int(r.output_len), acceptance_rng(cfg.seed, r.id), arrival_s=float(r.arrival_s))
+            for r, p in zip(wl.requests, wl.prompts)]
+
+
+def step_time_for(cfg: Config, target, draft, wl: Workload):
+    """StepTime for dsd / goodput budgets: the [cost] table if given, else a quick measurement here."""
+    from engine.profile import profile, step_time_from_rows
+
+    if cfg.cost.model == "table" and cfg.cost.table:
+        p = Path(cfg.cost.table)
+        if not p.is_file():
+            raise ConfigError(f"cost.table: profile table {cfg.cost.table!r} not found")
+        with open(p, newline="") as fh:
+            try:
+                rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in csv.DictReader(fh)]
+            except ValueError as err:
+                raise ConfigError(f"cost.table: {cfg.cost.table!r}: {err}") from None
+        return step_time_from_rows(rows)
+    b = cfg.server.max_batch
+    ctx = int(np.mean([len(p) for p in wl.prompts])) + 1
+    top = max(cfg.policy.max_k, cfg.policy.k + cfg.policy.extra) + 1
+    from engine.run import make_clock
+
+    rows = profile(target, draft, sorted({1, b}), sorted({1, (top + 1) // 2, top}), [ctx], repeats=2,
+                   clock=make_clock(cfg.engine.clock))
+    return step_time_from_rows(rows)
+
+
+def warmup(target, draft, cfg: Config) -> None:
+    """One short untimed run so the first measured policy pays no start-up costs."""
+    eng = Engine(target, draft, make_policy(PolicyConfig(name="fixed", k=2)), temperature=cfg.engine.temperature)
+    run(eng, [Seq(-1 - i, [1, 2, 3, 4], 4, np.random.default_rng(i)) for i in range(2)], max_batch=2)
+
+
+def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: Workload, step_time=None,
+               progress=None, calibration: bool = False, clock=None) -> PolicyRun:
+    """One policy over the workload. clock: seconds callable (default wall clock)."""
+    from engine.run import make_clock
+
+    policy = make_policy(pcfg, step_time)
+    e = cfg.engine
+    engine = Engine(target, draft, policy, temperature=e.temperature, estimator=e.estimator,
+                    trace=bool(e.trace_out), calibration=calibration, clock=clock or make_clock(e.clock))
+    timed = cfg.workload.arrival != "offline"
+    res = run(engine, make_seqs(cfg, wl), cfg.server.max_batch, timed=timed, progress=progress)
+    s = summarize(res.records, res.stats, res.duration_s, cfg.slo)
+    s["select_time_s"] = res.select_s
+    s["step_time_s"] = res.step_s
+    s["select_share"] = res.select_s / res.step_s if res.step_s else 0.0
+    s["estimator"] = engine.estimator
+    s["temperature"] = engine.temperature
+    s["clock"] = e.clock if clock is None else getattr(clock, "__name__", type(clock).__name__)
+    return PolicyRun(label, s, res, engine.trace_records, engine.calib)
+
+
+def run_config(cfg: Config, only: str | None = None, progress: bool = True, calibration: bool = False,
+               models=None) -> dict:
+    """Every policy variant of the config on the engine; returns {label: PolicyRun}."""
+    from engine.estimators import resolve
+    from engine.models import device_dtype, load_pair, resolve_pair
+
+    e = cfg.engine
+    todo = var.variants(cfg, only)
+    device_dtype(e.device)  # fail early on a missing CUDA
+    if e.clock == "cpu" and e.device == "cuda":
+        raise ConfigError("engine.clock: 'cpu' counts this process's CPU seconds only; use 'wall' with engine.device = 'cuda'")
+    if e.temperature > 0 and resolve(e.estimator, e.temperature) == "token_prob":
+        print("tetris engine: warning: estimator 'token_prob' at temperature > 0 biases the output "
+              "(allocation depends on the sampled token); use 'max_prob' or 'calibrated'", file=sys.stderr)
+    if e.threads:
+        torch.set_num_threads(e.threads)
+    if models is None:
+        pair_dir = resolve_pair(e.pair)
+        target, draft, tokenizer = load_pair(e.pair, e.device)
+    else:
+        target, draft, tokenizer = models
+        pair_dir = None
+    wl = build_workload(cfg, tokenizer, pair_dir)
+    check_positions(wl, target)
+    warmup(target, draft, cfg)
+    needs_cost = any(t.get("name") == "dsd" or t.get("budget") == "goodput" for _, t in todo)
+    step_time = step_time_for(cfg, target, draft, wl) if needs_cost else None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo) * len(wl.requests), unit="req", file=sys.stderr, desc="engine", leave=False)
+    done: dict[str, PolicyRun] = {}
+    try:
+        for label, table in todo:
+            pcfg = var.resolve(table, done, label)
+            if bar is not None:
+                bar.set_postfix_str(label)
+            done[label] = run_policy(cfg, pcfg, label, target, draft, wl, step_time,
+                                     bar, calibration=calibration)
+    finally:
+        if bar is not None:
+            bar.close()
+    return done
+
+
+def _clean(x):
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, np.generic):
+        return _clean(x.item())
+    return x
+
+
+def summary_json(results: dict) -> str:
+    return json.dumps(_clean({"policies": {lab: r.summary for lab, r in results.items()}}), indent=2) + "\n"
+
+
+def write_run(out, cfg: Config, results: dict, dump_outputs: str | None = None) -> Path:
+    """Run folder (summary.json, requests.csv, config.toml; traces) written atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        (tmp / "summary.json").write_text(summary_json(results))
+        (tmp / "config.toml").write_text(to_toml(cfg))
+        with open(tmp / "requests.csv", "w") as fh:
+            fh.write("policy,id,arrival_s,first_token_s,finish_s,prompt_len,output_len,replica\n")
+            for label, r in results.items():
+                fh.writelines(f"{label},{q.id},{q.arrival_s:.6f},{q.first_token_s:.6f},{q.finish_s:.6f},"
+                              f"{q.prompt_len},{q.output_len},0\n" for q in r.result.records)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if cfg.engine.trace_out:
+        write_traces(cfg, results)
+    if dump_outputs:
+        write_outputs(dump_outputs, results)
+    return out
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def trace_path(cfg: Config, label: str, several: bool) -> Path:
+    p = Path(cfg.engine.trace_out)
+    return p.with_name(f"{p.stem}-{label}{p.suffix or '.jsonl'}") if several else p
+
+
+def write_traces(cfg: Config, results: dict) -> None:
+    for label, r in results.items():
+        header = {"pair": cfg.engine.pair or "engine/pair", "temperature": cfg.engine.temperature,
+                  "K": max((len(t.estimates) for t in r.trace), default=0),
+                  "estimator": r.summary["estimator"], "policy": label}
+        _atomic_write(trace_path(cfg, label, len(results) > 1), lambda t: write_trace(t, r.trace, header))
+
+
+def write_outputs(path, results: dict) -> None:
+    several = len(results) > 1
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            for label, r in results.items():
+                for s in sorted(r.result.seqs, key=lambda s: s.id):
+                    rec = {"id": s.id, "prompt_ids": s.prompt, "output_ids": s.out}
+                    if several:
+                        rec["policy"] = label
+                    fh.write(json.dumps(rec) + "\n")
+
+    _atomic_write(Path(path), write)

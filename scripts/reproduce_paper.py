@@ -1,0 +1,244 @@
+"""Reproduce the TETRIS paper's comparisons in simulation; writes docs/paper-reproduction.md.
+
+    python3 scripts/reproduce_paper.py [--seeds 3] [--requests 512] [--scheduler tcp://HOST:PORT]
+                                       [--cache runs/paper-cache] [--out docs/paper-reproduction.md]
+
+Scenario: the simulator's embedded default (sim/default.toml: 512 requests at t=0,
+max batch 64, lognormal lengths, easy/hard mixture with noisy draft estimates),
+for two paper-like pairs on H100 rooflines: Vicuna-33B/68M on 4 GPUs and
+Llama-3-70B/Llama-3.2-1B on 8 GPUs. Policies: none, fixed k = 1..6, DSD, TETRIS
+k = 1..6 x e = 1..3 (capacity k*N), each over several seeds; also every fixed and
+TETRIS point with drafting overlapped (draft_mode = "parallel", the paper's
+target-efficiency projection). Every point runs through analysis.sweep on Dask
+and is cached, so a rerun only computes what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from analysis.sweep import code_version, config_key, run_sweep  # noqa: E402
+from theory.config import load_config  # noqa: E402
+
+PAIRS = {
+    "Vicuna-33B / Vicuna-68M, 4xH100": {"target_preset": "vicuna-33b", "draft_preset": "vicuna-68m", "num_gpus": 4},
+    "Llama-3-70B / Llama-3.2-1B, 8xH100": {"target_preset": "llama-3-70b", "draft_preset": "llama-3.2-1b", "num_gpus": 8},
+}
+KS = range(1, 7)
+ES = (1, 2, 3)
+# the paper's headline figures (secondary sources, see /work/shared/METHOD.md)
+PAPER = {"vs best baseline": "+5.25% (max)", "vs standard SD": "+9.27% (max)",
+         "E2E latency vs best baseline": "-6.13% (max)", "E2E latency vs standard SD": "-9.32% (max)",
+         "parallel-drafting projection": "up to +12%", "best e": "1 or 2"}
+
+
+def point(config) -> dict:
+    """One simulated run (worker side)."""
+    from analysis.simapi import simulate
+
+    s = simulate(config)
+    keys = ("output_throughput", "mean_e2e_s", "mean_tpot_s", "acceptance_length", "draft_acceptance_rate",
+            "mean_budget", "wasted_tokens")
+    return {k: s.get(k) for k in keys}
+
+
+def base_dict(requests: int) -> dict:
+    data = tomllib.loads((REPO / "sim" / "default.toml").read_text())
+    data.pop("sweep", None)
+    data["workload"]["num_requests"] = requests
+    return data
+
+
+def grid(requests: int, seeds: list[int]):
+    """{(pair, policy label, mode, seed): Config}."""
+    out = {}
+    for pair, preset in PAIRS.items():
+        pols = {"none": {"name": "none"}, "dsd": {"name": "dsd", "max_k": 6}}
+        pols |= {f"fixed k={k}": {"name": "fixed", "k": k} for k in KS}
+        pols |= {f"tetris k={k} e={e}": {"name": "tetris", "k": k, "extra": e} for k in KS for e in ES}
+        pols |= {f"oracle k={k} e=1": {"name": "oracle", "k": k, "extra": 1} for k in KS}
+        for label, pol in pols.items():
+            modes = ("sequential", "parallel") if pol["name"] in ("fixed", "tetris") else ("sequential",)
+            for mode in modes:
+                for seed in seeds:
+                    d = base_dict(requests)
+                    d["seed"] = seed
+                    d["cost"] |= preset | {"draft_mode": mode}
+                    d["policy"] = pol
+                    out[(pair, label, mode, seed)] = load_config(None, base=d)
+    return out
+
+
+def mean_metrics(results, cfgs, pair, label, mode, seeds) -> dict:
+    rows = [results[config_key(cfgs[(pair, label, mode, s)])] for s in seeds]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {
+        "throughput_sd": float(np.std([r["output_throughput"] for r in rows]))}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.2f}%"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=512)
+    ap.add_argument("--scheduler", default=None)
+    ap.add_argument("--cache", default=str(REPO / "runs" / "paper-cache"))
+    ap.add_argument("--out", default=str(REPO / "docs" / "paper-reproduction.md"))
+    args = ap.parse_args(argv)
+    seeds = list(range(1, args.seeds + 1))
+    cfgs = grid(args.requests, seeds)
+    cache = Path(args.cache) / code_version()  # results of another simulator version are not reused
+    results = run_sweep(list(cfgs.values()), point, cache, scheduler=args.scheduler, desc="paper")
+    out = Path(args.out)
+    figdir = out.parent / "paper-reproduction"
+    figdir.mkdir(parents=True, exist_ok=True)
+    cmd = "python3 scripts/reproduce_paper.py" + (f" --seeds {args.seeds}" if args.seeds != 3 else "") + (
+        f" --requests {args.requests}" if args.requests != 512 else "")
+    md = ["# Reproducing the TETRIS paper's comparisons in simulation", "",
+          f"Generated by `{cmd}` (scripts/reproduce_paper.py; {len(cfgs)} simulated runs through analysis.sweep on a Dask "
+          "LocalCluster, cached under runs/paper-cache). Numbers are means over "
+          f"{len(seeds)} seeds (the paper also reports 3 runs).", "",
+          "Scenario: `sim/default.toml` (the simulator's embedded default: "
+          f"{args.requests} requests at t=0, max batch 64, lognormal prompt (median 160) and output (median 256) lengths, "
+          "per-request easy/hard mixture with acceptance 0.95 / 0.3, half easy, draft estimates with logit noise 0.3), "
+          "on roofline cost models of two paper-like pairs. TETRIS uses capacity C = k*N (equal verification budget to "
+          "fixed k) and drafts k + e tokens.", ""]
+    for pair in PAIRS:
+        md += _pair_section(pair, results, cfgs, seeds, figdir, out.parent)
+    md += _comparison_section(results, cfgs, seeds)
+    out.write_text("\n".join(md) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _pair_section(pair, results, cfgs, seeds, figdir, docdir) -> list[str]:
+    m = lambda label, mode="sequential": mean_metrics(results, cfgs, pair, label, mode, seeds)  # noqa: E731
+    none = m("none")
+    fixed = {k: m(f"fixed k={k}") for k in KS}
+    tet = {(k, e): m(f"tetris k={k} e={e}") for k in KS for e in ES}
+    dsd = m("dsd")
+    kb = max(fixed, key=lambda k: fixed[k]["output_throughput"])
+    best_base_name, best_base = max([(f"fixed k={kb}", fixed[kb]), ("dsd", dsd)], key=lambda t: t[1]["output_throughput"])
+    tb = max(tet, key=lambda ke: tet[ke]["output_throughput"])
+    same_k = {k: max(tet[(k, e)]["output_throughput"] for e in ES) / fixed[k]["output_throughput"] - 1 for k in KS}
+    lines = [f"## {pair}", "",
+             "| policy | output tok/s | vs best baseline | mean E2E s | mean TPOT ms | acceptance length | VSR |",
+             "|---|---|---|---|---|---|---|"]
+    ref = best_base["output_throughput"]
+    rows = [("none", none), *[(f"fixed k={k}", fixed[k]) for k in KS], ("dsd", dsd),
+            *[(f"tetris k={k} e={e}", tet[(k, e)]) for k in KS for e in ES],
+            *[(f"oracle k={k} e=1", m(f"oracle k={k} e=1")) for k in KS]]
+    for label, r in rows:
+        lines.append(f"| {label} | {r['output_throughput']:.0f} ± {r['throughput_sd']:.0f} | {_pct(r['output_throughput'] / ref - 1)} | "
+                     f"{r['mean_e2e_s']:.2f} | {1e3 * r['mean_tpot_s']:.2f} | {r['acceptance_length']:.3f} | {r['draft_acceptance_rate']:.3f} |")
+    par_fixed = max(mean_metrics(results, cfgs, pair, f"fixed k={k}", "parallel", seeds)["output_throughput"] for k in KS)
+    par_tet = max(mean_metrics(results, cfgs, pair, f"tetris k={k} e={e}", "parallel", seeds)["output_throughput"]
+                  for k in KS for e in ES)
+    lines += ["", f"- Best baseline: {best_base_name} ({ref:.0f} tok/s). Best TETRIS: k={tb[0]}, e={tb[1]} "
+              f"({tet[tb]['output_throughput']:.0f} tok/s), {_pct(tet[tb]['output_throughput'] / ref - 1)} throughput, "
+              f"{_pct(tet[tb]['mean_e2e_s'] / best_base['mean_e2e_s'] - 1)} mean E2E latency.",
+              "- TETRIS (best e) vs fixed k at equal capacity k*N, per k: "
+              + ", ".join(f"k={k}: {_pct(v)}" for k, v in same_k.items()) + ".",
+              f"- Drafting overlapped with verification (parallel projection): best TETRIS {par_tet:.0f} vs best fixed "
+              f"{par_fixed:.0f} tok/s ({_pct(par_tet / par_fixed - 1)}).",
+              "- Best e per k: " + ", ".join(f"k={k}: e={max(ES, key=lambda e: tet[(k, e)]['output_throughput'])}" for k in KS) + ".", ""]
+    name = pair.split(",")[0].replace(" / ", "_").replace(" ", "").lower()
+    _plot(pair, fixed, tet, dsd, none, figdir / f"throughput_{name}.png")
+    lines += [f"![throughput vs k]({(figdir / f'throughput_{name}.png').relative_to(docdir)})", ""]
+    return lines
+
+
+def _plot(pair, fixed, tet, dsd, none, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(list(KS), [fixed[k]["output_throughput"] for k in KS], "k--o", label="fixed k")
+    for e in ES:
+        ax.plot(list(KS), [tet[(k, e)]["output_throughput"] for k in KS], marker="o", label=f"TETRIS e={e}")
+    ax.axhline(dsd["output_throughput"], color="C5", linestyle=":", label="DSD")
+    ax.axhline(none["output_throughput"], color="grey", linestyle=":", label="no SD")
+    ax.set_xlabel("k (TETRIS capacity k*N)")
+    ax.set_ylabel("output throughput (tokens/s)")
+    ax.set_title(pair, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _comparison_section(results, cfgs, seeds) -> list[str]:
+    lines = ["## Paper figures beside ours", "",
+             "| quantity | paper (METHOD.md, secondary) | ours: " + " | ours: ".join(p.split(",")[0] for p in PAIRS) + " |",
+             "|---|---|" + "---|" * len(PAIRS)]
+    vals = {}
+    for pair in PAIRS:
+        m = lambda label, mode="sequential": mean_metrics(results, cfgs, pair, label, mode, seeds)  # noqa: E731
+        fixed = {k: m(f"fixed k={k}") for k in KS}
+        tet = {(k, e): m(f"tetris k={k} e={e}") for k in KS for e in ES}
+        base = max([f["output_throughput"] for f in fixed.values()] + [m("dsd")["output_throughput"]])
+        base_e2e = min([f["mean_e2e_s"] for f in fixed.values()] + [m("dsd")["mean_e2e_s"]])
+        best_t = max(t["output_throughput"] for t in tet.values())
+        best_t_e2e = min(t["mean_e2e_s"] for t in tet.values())
+        same_k = max(max(tet[(k, e)]["output_throughput"] for e in ES) / fixed[k]["output_throughput"] - 1 for k in KS)
+        same_k_e2e = min(min(tet[(k, e)]["mean_e2e_s"] for e in ES) / fixed[k]["mean_e2e_s"] - 1 for k in KS)
+        pf = {k: m(f"fixed k={k}", "parallel")["output_throughput"] for k in KS}
+        pt = max(m(f"tetris k={k} e={e}", "parallel")["output_throughput"] for k in KS for e in ES)
+        e_best = {}
+        for (k, e), t in tet.items():
+            e_best.setdefault(k, (e, t["output_throughput"]))
+            if t["output_throughput"] > e_best[k][1]:
+                e_best[k] = (e, t["output_throughput"])
+        vals[pair] = {"vs best baseline": _pct(best_t / base - 1), "vs standard SD": _pct(same_k) + " (max over k)",
+                      "E2E latency vs best baseline": _pct(best_t_e2e / base_e2e - 1),
+                      "E2E latency vs standard SD": _pct(same_k_e2e) + " (min over k)",
+                      "parallel-drafting projection": _pct(pt / max(pf.values()) - 1),
+                      "best e": ", ".join(sorted({str(v[0]) for v in e_best.values()}))}
+    for q, paper in PAPER.items():
+        lines.append(f"| {q} | {paper} | " + " | ".join(vals[p][q] for p in PAIRS) + " |")
+    lines += ["", "## What the numbers say", ""]
+    for pair in PAIRS:
+        v = vals[pair]
+        orc = max(mean_metrics(results, cfgs, pair, f"oracle k={k} e=1", "sequential", seeds)["output_throughput"] for k in KS)
+        base = max([mean_metrics(results, cfgs, pair, f"fixed k={k}", "sequential", seeds)["output_throughput"] for k in KS]
+                   + [mean_metrics(results, cfgs, pair, "dsd", "sequential", seeds)["output_throughput"]])
+        lines.append(f"- {pair.split(',')[0]}: TETRIS vs the best baseline {v['vs best baseline']} with sequential drafting, "
+                     f"{v['parallel-drafting projection']} vs the best fixed k when drafting overlaps verification; the "
+                     f"oracle split (allocates by the true pass/fail outcomes, e = 1: an upper bound for any estimator) reaches "
+                     f"{_pct(orc / base - 1)}.")
+    lines += ["", "At equal verification capacity TETRIS verifies more accepted tokens per step than fixed k (higher "
+              "acceptance length and VSR in the tables), but it drafts k + e tokens for every request, and in a sequential "
+              "loop those e extra draft forwards are paid on every step; the heavier the draft relative to the target (the "
+              "1B draft against a 70B target), the more of the gain they eat, down to a loss; even the oracle split does not "
+              "recover that cost. With drafting overlapped the split's value shows. This matches the paper's own caveats (e = 1 or "
+              "2 works best; its +12% is a projection with parallel drafting), but our sequential gains are smaller than its "
+              "headline +5.25% / +9.27%.", ""]
+    lines += ["", "## Differences from the paper (honest account)", "",
+              "- Costs are a roofline model (peak FLOP/s and HBM bandwidth times efficiency factors, plus a fixed "
+              "per-forward overhead; sim/cost.py), not measured vLLM 0.4.2 step times; the paper's figures come from "
+              "real GPUs with its fork's scheduling and kernel overheads.",
+              "- Acceptance is a two-regime mixture (0.95 / 0.3 per request) with noisy estimates, standing in for the "
+              "paper's datasets (ShareGPT, Arena, tough questions, sonnets); real per-token acceptance varies within a "
+              "request, and the paper's estimator is the draft's own probability, not a noisy truth.",
+              "- There is no 405B preset; the second pair is Llama-3-70B with a Llama-3.2-1B draft on 8 GPUs.",
+              "- 'Standard SD' is read as fixed k at the same k (equal capacity k*N); 'best baseline' as the best of "
+              "fixed k = 1..6 and DSD. The paper's METHOD.md figures are secondary summaries, not its tables.",
+              "- DSD here is the shared theory/ implementation (batch-wide k by predicted goodput with an EMA acceptance), "
+              "not SmartSpec's code.", ""]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""analysis.validate / calibrate pieces that need no engine: trace cleaning, Beta fit, cost fit, inputs."""
+import numpy as np
+import pytest
+
+from analysis import calibrate as cal
+from analysis.validate import parse_loads, parse_policies
+from theory.config import ConfigError
+from theory.trace import TraceRecord
+
+
+def _rec(req, step, pos, matches, est=None):
+    est = est or [0.5] * len(matches)
+    return TraceRecord(request=req, step=step, position=pos, estimates=est, matches=matches,
+                       selected=len(matches), accepted=0, emitted=1)
+
+
+def test_clean_trace_keeps_valid_prefix_and_shifts_positions():
+    recs = [_rec(0, 0, 1, [True, False, True, True]), _rec(0, 1, 3, [True, True, True, False]),
+            _rec(1, 0, 0, [False, True])]  # position 0 precedes the prefill token: dropped
+    out = cal.clean_trace(recs)
+    assert [(r.request, r.position, r.matches) for r in out] == [(0, 0, [True, False]), (0, 2, [True, True, True, False])]
+    assert out[0].estimates == [0.5, 0.5]
+
+
+def test_fit_beta_recovers_mean_and_spread():
+    # per-request acceptance drawn from Beta(6, 3): mean 2/3, sd 0.149; trials long enough that
+    # binomial noise is small; tolerance 0.04 on the mean, 30% on the sd (20 requests, fixed seed)
+    rng = np.random.default_rng(0)
+    recs = []
+    alphas = rng.beta(6.0, 3.0, size=20)
+    for i, a in enumerate(alphas):
+        for step in range(300):
+            recs.append(_rec(i, step, 1 + step, [bool(rng.random() < a)]))
+    fit = cal.fit_beta(recs)
+    mean = fit["beta_a"] / (fit["beta_a"] + fit["beta_b"])
+    a, b = fit["beta_a"], fit["beta_b"]
+    sd = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+    assert abs(mean - alphas.mean()) < 0.04
+    assert abs(sd - alphas.std()) < 0.3 * alphas.std()
+    assert fit["decay"] == 1.0  # one position only
+
+
+def test_fit_costs_splits_the_step_time():
+    from analysis.engine_io import Measured
+
+    m_none = Measured({}, prefill_s=1.0, draft_s=0.0, target_s=10.0, step_s=12.0, select_s=0.0, num_steps=100, duration_s=13.0)
+    m_spec = Measured({}, prefill_s=1.0, draft_s=6.0, target_s=12.0, step_s=22.0, select_s=0.5, num_steps=100, duration_s=23.0)
+    s_none = {"target_time_s": 8.0, "draft_time_s": 0.0, "num_steps": 100}
+    s_spec = {"target_time_s": 14.0, "draft_time_s": 3.0, "num_steps": 100}
+    fit = cal.fit_costs(m_none, s_none, m_spec, s_spec, k_spec=3, prompt_tokens=1000)
+    assert fit["overhead_s"] == pytest.approx(0.02)  # (13 - 1 - 10) / 100
+    assert fit["spec_overhead_s"] == pytest.approx(0.02)  # (23 - 1 - 6 - 12) / 100 - 0.02
+    assert fit["target_scale"] == pytest.approx(1.0)  # 22 / 22
+    assert fit["draft_scale"] == pytest.approx(2.0)  # 0.06 / 0.03 per step
+    assert fit["prefill_per_token_s"] == pytest.approx(1e-3)
+
+
+def test_scale_table(tmp_path):
+    src = tmp_path / "p.csv"
+    src.write_text("batch,tokens_per_request,context,target_s,draft_s\n1,1,64,0.01,0.002\n1,2,64,0.02,0.002\n")
+    out = cal.scale_table(src, tmp_path / "q.csv", 2.0, 3.0, 0.005)
+    rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+    assert [float(r[3]) for r in rows] == pytest.approx([0.02, 0.045])
+    assert [float(r[4]) for r in rows] == pytest.approx([0.006, 0.006])
+
+
+def test_parse_inputs():
+    assert parse_policies("none, fixed,tetris,fixed") == ["none", "fixed", "tetris"]
+    assert parse_loads("offline,0.5,0.9") == ["offline", 0.5, 0.9]
+    for bad in ("oracle", "bogus", ""):
+        with pytest.raises(ConfigError, match="--policies"):
+            parse_policies(bad)
+    for bad in ("0", "x", "2.0", ""):
+        with pytest.raises(ConfigError, match="--loads"):
+            parse_loads(bad)
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["validate", "--policies", "nope"], "--policies"),
+    (["validate", "--loads", "1.9"], "--loads"),
+    (["validate", "--set", "workload.arrival=poisson"], "workload.arrival"),
+    (["validate", "--set", "server.max_batch=0"], "server.max_batch"),
+    (["validate", "--repeats", "0"], "--repeats"),
+])
+def test_validate_bad_input_exits_2(argv, word, capsys, tmp_path):
+    import tetris_cli
+
+    assert tetris_cli.main(argv + ["--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and word in err
+    assert not (tmp_path / "v").exists()
