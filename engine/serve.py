@@ -9,7 +9,6 @@ import csv
 import dataclasses
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import variants as var
 from engine.core import Engine, Seq
 from engine.run import RunResult, run
+from theory import runs
 from theory.config import Config, ConfigError, PolicyConfig, to_toml
 from theory.metrics import summarize
 from theory.policy import make_policy
@@ -132,7 +131,7 @@ def run_config(cfg: Config, only: str | None = None, progress: bool = True, cali
     from engine.models import device_dtype, load_pair, resolve_pair
 
     e = cfg.engine
-    todo = var.variants(cfg, only)
+    todo = runs.policy_variants(cfg, only)
     device_dtype(e.device)  # fail early on a missing CUDA
     if e.clock == "cpu" and e.device == "cuda":
         raise ConfigError("engine.clock: 'cpu' counts this process's CPU seconds only; use 'wall' with engine.device = 'cuda'")
@@ -158,44 +157,30 @@ def run_config(cfg: Config, only: str | None = None, progress: bool = True, cali
 
         bar = tqdm(total=len(todo) * len(wl.requests), unit="req", file=sys.stderr, desc="engine", leave=False)
     done: dict[str, PolicyRun] = {}
+    fixed: dict[int, float] = {}  # k -> output throughput of the fixed-k variants run so far
     try:
         for label, table in todo:
-            pcfg = var.resolve(table, done, label)
+            pcfg = runs.resolve_variant(table, fixed)
             if bar is not None:
                 bar.set_postfix_str(label)
             done[label] = run_policy(cfg, pcfg, label, target, draft, wl, step_time,
                                      bar, calibration=calibration)
+            if pcfg.name == "fixed":
+                fixed.setdefault(pcfg.k, done[label].summary["output_throughput"])
     finally:
         if bar is not None:
             bar.close()
     return done
 
 
-def _clean(x):
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if isinstance(x, np.generic):
-        return _clean(x.item())
-    return x
-
-
 def summary_json(results: dict) -> str:
-    return json.dumps(_clean({"policies": {lab: r.summary for lab, r in results.items()}}), indent=2) + "\n"
+    return runs.summary_json({lab: r.summary for lab, r in results.items()})
 
 
 def write_run(out, cfg: Config, results: dict, dump_outputs: str | None = None) -> Path:
     """Run folder (summary.json, requests.csv, config.toml; traces) written atomically."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with runs.atomic_folder(out) as tmp:
         (tmp / "summary.json").write_text(summary_json(results))
         (tmp / "config.toml").write_text(to_toml(cfg))
         with open(tmp / "requests.csv", "w") as fh:
@@ -203,16 +188,6 @@ def write_run(out, cfg: Config, results: dict, dump_outputs: str | None = None) 
             for label, r in results.items():
                 fh.writelines(f"{label},{q.id},{q.arrival_s:.6f},{q.first_token_s:.6f},{q.finish_s:.6f},"
                               f"{q.prompt_len},{q.output_len},0\n" for q in r.result.records)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if cfg.engine.trace_out:
         write_traces(cfg, results)
     if dump_outputs:

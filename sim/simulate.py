@@ -22,18 +22,15 @@ written to a temporary folder and renamed into place at the end.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import simpy
 
-from theory.config import Config, ConfigError, PolicyConfig, _build, to_toml
+from theory import runs
+from theory.config import Config, ConfigError, PolicyConfig, to_toml
+from theory.runs import policy_variants, resolve_variant
 from theory.metrics import RecordSink, StepStats, summarize
 from theory.policy import make_policy
 from theory.workload import iter_request_chunks, num_requests
@@ -54,21 +51,6 @@ class PolicyResult:
 
 # ---------------------------------------------------------------- variants
 
-def _label(p: PolicyConfig) -> str:
-    if p.name == "none":
-        return "none"
-    if p.name == "fixed":
-        return f"fixed-k{p.k}"
-    if p.name == "dsd":
-        return "dsd"
-    lab = f"{p.name}-k{p.k}-e{p.extra}"
-    if p.name == "threshold":
-        lab += f"-tau{p.tau:g}"
-    if p.budget != "fixed":
-        lab += f"-{p.budget}"
-    return lab
-
-
 def _check_step_time(cfg: Config, pcfg: PolicyConfig, label: str) -> None:
     if (pcfg.name == "dsd" or pcfg.budget == "goodput") and not make_cost(cfg.cost).step_s(1, 1, 1, 1.0) > 0:
         raise ConfigError(f"cost.step_s: policy {label!r} sizes its budget by goodput and needs a positive step time")
@@ -76,51 +58,15 @@ def _check_step_time(cfg: Config, pcfg: PolicyConfig, label: str) -> None:
 
 def variants(cfg: Config, only: str | None = None) -> list[tuple[str, dict]]:
     """(label, policy table) pairs to run; validates every entry (errors name sweep[i].key)."""
-    base = dataclasses.asdict(cfg.policy)
-    if only is not None:
-        from theory.config import POLICIES
-
-        if only not in POLICIES:
-            raise ConfigError(f"--policy: {only!r} is not one of {', '.join(map(repr, POLICIES))}")
-        _check_step_time(cfg, _build(PolicyConfig, base | {"name": only}, "policy"), only)
-        return [(only, base | {"name": only})]
-    if not cfg.sweep:
-        _check_step_time(cfg, cfg.policy, cfg.policy.name)
-        return [(cfg.policy.name, base)]
-    out, seen = [], set()
-    if not isinstance(cfg.sweep, list):
-        raise ConfigError("sweep: expected an array of inline tables")
-    for i, entry in enumerate(cfg.sweep):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"sweep[{i}]: expected an inline table such as {{ name = \"fixed\", k = 3 }}")
-        entry = dict(entry)
-        label = entry.pop("label", None)
-        if label is not None and not isinstance(label, str):
-            raise ConfigError(f"sweep[{i}].label: expected a string")
-        table = base | entry
-        probe = table | ({"k": 1} if table.get("k") == "best_fixed" else {})
-        pcfg = _build(PolicyConfig, probe, f"sweep[{i}]")
-        if label is None:
-            label = "fixed-best" if pcfg.name == "fixed" and table.get("k") == "best_fixed" else _label(pcfg)
-            if table.get("k") == "best_fixed" and pcfg.name != "fixed":
-                label = label.replace("-k1-", "-kbest-")
-        if table.get("k") == "best_fixed" and not any(t.get("name", base["name"]) == "fixed" and t.get("k") != "best_fixed"
-                                                      for _, t in out):
-            raise ConfigError(f"sweep[{i}].k: \"best_fixed\" needs a fixed-k variant earlier in the sweep")
-        _check_step_time(cfg, pcfg, label)
-        while label in seen:
-            label += "'"
-        seen.add(label)
-        out.append((label, table))
-    return out
+    return policy_variants(cfg, only, check=lambda pcfg, label: _check_step_time(cfg, pcfg, label))
 
 
-def _resolve(table: dict, done: dict, label: str) -> PolicyConfig:
-    if table.get("k") == "best_fixed":
-        fixed = [r for r in done.values() if r.policy.name == "fixed"]
-        best = max(fixed, key=lambda r: r.summary["output_throughput"])  # first of equals
-        table = table | {"k": best.policy.k}
-    return _build(PolicyConfig, table, "policy")
+def _resolve(table: dict, done: dict) -> PolicyConfig:
+    fixed = {}
+    for r in done.values():
+        if r.policy.name == "fixed":
+            fixed.setdefault(r.policy.k, r.summary["output_throughput"])
+    return resolve_variant(table, fixed)
 
 
 def check(cfg: Config) -> None:
@@ -204,18 +150,8 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
 
 # ---------------------------------------------------------------- many policies + run folder
 
-def _clean(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, list):
-        return [_clean(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    return x
-
-
 def summary_json(results: dict) -> str:
-    return json.dumps(_clean({"policies": {lab: r.summary for lab, r in results.items()}}), indent=2) + "\n"
+    return runs.summary_json({lab: r.summary for lab, r in results.items()})
 
 
 def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_steps: bool = False,
@@ -235,7 +171,7 @@ def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_st
     done: dict[str, PolicyResult] = {}
     try:
         for label, table in todo:
-            pcfg = _resolve(table, done, label)
+            pcfg = _resolve(table, done)
             if bar is not None:
                 bar.set_postfix_str(label)
             writer = None
@@ -264,13 +200,7 @@ def run_to_folder(out: str | Path, cfg: Config, only: str | None = None, progres
     """Run every variant and write the run folder atomically (temporary folder renamed into place)."""
     check(cfg)
     variants(cfg, only)  # every bad key is reported before anything is written
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with runs.atomic_folder(out) as tmp:
         fh = open(tmp / "requests.csv", "w") if requests else None
         try:
             if fh is not None:
@@ -287,16 +217,6 @@ def run_to_folder(out: str | Path, cfg: Config, only: str | None = None, progres
                 for r in results.values():
                     sf.writelines(f"{s[0]},{s[1]},{s[2]},{s[3]:.6f},{s[4]:.6f},{s[5]},{s[6]},{s[7]},{s[8]},{s[9]},{s[10]:.6f}\n"
                                   for s in r.steps or ())
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return results
 
 

@@ -1,0 +1,56 @@
+"""theory/runs.py: policy variants, labels and the atomic run folder shared by sim and engine."""
+import pytest
+
+from theory.config import ConfigError, load_config
+from theory.runs import atomic_folder, policy_variants, resolve_variant, summary_json
+
+
+def test_variants_labels_and_best_fixed():
+    cfg = load_config(base={"sweep": [
+        {"name": "none"}, {"name": "fixed", "k": 1}, {"name": "fixed", "k": 2},
+        {"name": "tetris", "k": "best_fixed", "extra": 1}, {"name": "tetris", "k": 2, "extra": 1, "budget": "goodput"},
+        {"name": "fixed", "k": 1},
+    ]})
+    labels = [lab for lab, _ in policy_variants(cfg)]
+    assert labels == ["none", "fixed-k1", "fixed-k2", "tetris-kbest-e1", "tetris-k2-e1-goodput", "fixed-k1'"]
+    table = dict(policy_variants(cfg))["tetris-kbest-e1"]
+    assert resolve_variant(table, {1: 10.0, 2: 12.0}).k == 2
+    assert resolve_variant(table, {1: 12.0, 2: 12.0}).k == 1  # first of equals
+
+
+def test_variants_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"sweep\[0\]\.k: \"best_fixed\" needs"):
+        policy_variants(load_config(base={"sweep": [{"name": "tetris", "k": "best_fixed"}]}))
+    with pytest.raises(ConfigError, match=r"sweep\[1\]\.extra"):
+        policy_variants(load_config(base={"sweep": [{"name": "none"}, {"name": "tetris", "extra": -1}]}))
+    with pytest.raises(ConfigError, match="--policy"):
+        policy_variants(load_config(), only="bogus")
+
+
+def test_check_hook_sees_every_variant():
+    cfg = load_config(base={"sweep": [{"name": "fixed", "k": 1}, {"name": "dsd"}]})
+    seen = []
+    policy_variants(cfg, check=lambda p, lab: seen.append((p.name, lab)))
+    assert seen == [("fixed", "fixed-k1"), ("dsd", "dsd")]
+
+
+def test_atomic_folder_replaces_only_on_success(tmp_path):
+    out = tmp_path / "run"
+    with atomic_folder(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(out) as tmp:
+            (tmp / "a.txt").write_text("2")
+            raise RuntimeError("boom")
+    assert (out / "a.txt").read_text() == "1"  # the old run is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temp folder left
+
+
+def test_summary_json_is_json_safe():
+    import json
+
+    import numpy as np
+
+    text = summary_json({"x": {"a": np.float64(1.5), "b": float("nan"), "c": [np.int64(2)]}})
+    assert json.loads(text) == {"policies": {"x": {"a": 1.5, "b": None, "c": [2]}}}

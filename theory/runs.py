@@ -1,0 +1,134 @@
+"""What a run is, shared by `tetris simulate` and `tetris engine`: the policy
+variants of a config, their labels, and the run folder they write.
+
+cfg.sweep is a list of inline tables laid over [policy]; each may set `label`,
+and k = "best_fixed" takes the k of the best fixed-k variant run before it (by
+output throughput). An empty sweep runs [policy] alone; `only` runs one policy
+name with the [policy] section.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from theory.config import POLICIES, Config, ConfigError, PolicyConfig, _build
+
+
+def policy_label(p: PolicyConfig) -> str:
+    """'none', 'fixed-k3', 'dsd', 'tetris-k3-e2', 'threshold-k3-e2-tau0.3', ...-goodput."""
+    if p.name in ("none", "dsd"):
+        return p.name
+    if p.name == "fixed":
+        return f"fixed-k{p.k}"
+    lab = f"{p.name}-k{p.k}-e{p.extra}"
+    if p.name == "threshold":
+        lab += f"-tau{p.tau:g}"
+    if p.budget != "fixed":
+        lab += f"-{p.budget}"
+    return lab
+
+
+def policy_variants(cfg: Config, only: str | None = None,
+                    check: Callable[[PolicyConfig, str], None] | None = None) -> list[tuple[str, dict]]:
+    """(label, policy table) pairs to run, each validated (errors name sweep[i].key).
+
+    `check(pcfg, label)` is the caller's extra validation (e.g. a cost model a
+    goodput policy needs); it raises ConfigError.
+    """
+    base = dataclasses.asdict(cfg.policy)
+    if only is not None:
+        if only not in POLICIES:
+            raise ConfigError(f"--policy: {only!r} is not one of {', '.join(map(repr, POLICIES))}")
+        table = base | {"name": only}
+        if check:
+            check(_build(PolicyConfig, table, "policy"), only)
+        return [(only, table)]
+    if not cfg.sweep:
+        if check:
+            check(cfg.policy, cfg.policy.name)
+        return [(cfg.policy.name, base)]
+    if not isinstance(cfg.sweep, list):
+        raise ConfigError("sweep: expected an array of inline tables")
+    out, seen = [], set()
+    for i, entry in enumerate(cfg.sweep):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"sweep[{i}]: expected an inline table such as {{ name = \"fixed\", k = 3 }}")
+        entry = dict(entry)
+        label = entry.pop("label", None)
+        if label is not None and not isinstance(label, str):
+            raise ConfigError(f"sweep[{i}].label: expected a string")
+        table = base | entry
+        best = table.get("k") == "best_fixed"
+        pcfg = _build(PolicyConfig, table | ({"k": 1} if best else {}), f"sweep[{i}]")
+        if best and not any(t["name"] == "fixed" and t.get("k") != "best_fixed" for _, t in out):
+            raise ConfigError(f"sweep[{i}].k: \"best_fixed\" needs a fixed-k variant earlier in the sweep")
+        if label is None:
+            label = policy_label(pcfg)
+            if best:
+                label = "fixed-best" if pcfg.name == "fixed" else label.replace("-k1-", "-kbest-")
+        if check:
+            check(pcfg, label)
+        while label in seen:
+            label += "'"
+        seen.add(label)
+        out.append((label, table))
+    return out
+
+
+def resolve_variant(table: dict, fixed_throughput: dict[int, float]) -> PolicyConfig:
+    """The PolicyConfig to run; k = "best_fixed" becomes the k with the highest
+    output throughput among the fixed-k variants already run ({k: tokens/s};
+    the first of equals wins)."""
+    if table.get("k") == "best_fixed":
+        table = table | {"k": max(fixed_throughput, key=fixed_throughput.__getitem__)}
+    return _build(PolicyConfig, table, "policy")
+
+
+def _clean(x):
+    """JSON-safe: numpy scalars to Python, non-finite floats to null."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def summary_json(summaries: dict[str, dict]) -> str:
+    """{"policies": {label: {metric: value}}} (the public summary.json shape)."""
+    return json.dumps(_clean({"policies": summaries}), indent=2) + "\n"
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `out`; on success it replaces `out`,
+    on any error it is removed and `out` is left as it was."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
