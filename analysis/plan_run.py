@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 from analysis import plan
-from analysis.sweep import atomic_write_text, resolve, run_sweep
+from analysis.sweep import atomic_write_text, run_sweep
 from theory.config import Config, ConfigError, load_config, to_toml
 
 # The scenario `tetris plan` starts from (the config file and --set go over it):

@@ -15,16 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
 import tomllib
 from pathlib import Path
 
 import numpy as np
 
 from theory.config import ConfigError
+from theory.runs import atomic_folder
 
 TABLE_METRICS = ("output_throughput", "mean_tpot_s", "p99_tpot_s", "mean_ttft_s", "mean_e2e_s",
                  "acceptance_length", "draft_acceptance_rate")
@@ -427,9 +425,7 @@ def validate_table(run) -> list[str]:
 def run(args) -> int:
     runs = [load_run(p) for p in args.runs]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         rows = _rows(runs)
         md = ["# TETRIS report", "", "Runs: " + ", ".join(f"`{r['path']}`" for r in runs), ""]
         if rows:
@@ -458,11 +454,5 @@ def run(args) -> int:
             if plot_scatter(runs, tmp / "scatter.png"):
                 md += ["![scatter](scatter.png)", ""]
         (tmp / "report.md").write_text("\n".join(md) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"wrote {out}/report.md")
     return 0

@@ -22,16 +22,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from analysis import calibrate as cal
 from analysis import engine_io as eio
 from analysis.validate_math import GOALS, METRICS, error_table, format_table
+from theory.runs import atomic_folder
 from theory.config import POLICIES, Config, ConfigError, PolicyConfig, load_config, to_toml
 
 # The default validation scenario: small enough for a few minutes on 2 CPU cores.
@@ -139,16 +138,8 @@ def run(args) -> int:
     if cfg.engine.temperature > 0:
         print("note: temperature > 0: outputs differ between runs, so the trace replay is approximate", file=sys.stderr)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         result = _validate(cfg, policies, loads, tmp, args)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if args.json:
         print(json.dumps(_contract(result)))
     else:

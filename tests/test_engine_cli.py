@@ -3,18 +3,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from tetris_cli import main
 from theory.trace import read_trace
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

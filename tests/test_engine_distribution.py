@@ -12,7 +12,6 @@ acceptance min(1, p/q) of the sampled token, and acceptance forced to 1.
 """
 import numpy as np
 import pytest
-import torch
 from scipy.stats import chisquare
 
 from engine.core import Engine, Seq
@@ -25,12 +24,7 @@ from theory.workload import acceptance_rng
 V, PROMPT, N_REQ = 4, [1, 2], 4000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

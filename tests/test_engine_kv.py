@@ -12,12 +12,7 @@ from theory.policy import make_policy
 from theory.workload import acceptance_rng
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def fresh_state(model, tokens):

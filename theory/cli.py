@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import argparse
 
 
 def add_commands(subparsers) -> None:
@@ -104,8 +103,6 @@ def demo_batch(n: int, k: int, extra: int, seed: int):
 
 def demo_board(n: int, k: int, extra: int, seed: int) -> str:
     """The demo as text: one row per request, fixed-k and TETRIS windows side by side."""
-    import numpy as np
-
     from theory.allocate import cumulative_scores, expected_tokens, fixed_allocate, tetris_allocate
 
     accept = demo_batch(n, k, extra, seed)

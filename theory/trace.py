@@ -11,9 +11,8 @@ A first line {"header": {...}} may carry metadata (pair, temperature, K, estimat
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 
 @dataclass
