@@ -110,6 +110,7 @@ class Replica:
                  sink: RecordSink, on_finish=None, on_step=None):
         self.env, self.index, self.queue = env, index, queue
         self.policy, self.cost, self.acc = policy, cost, acceptance
+        self.padded = cost.cfg.verify_layout == "padded"  # target pass pays N * (1 + max window)
         self.max_batch = max_batch
         self.on_finish = on_finish  # callable(count) after requests retire (progress)
         self.on_step = on_step  # callable(replica, dict) per step (tests, steps.csv)
@@ -241,6 +242,8 @@ class Replica:
                 truth = est = passed = None
                 lengths = accepted = np.zeros(n, np.int64)
                 verified = 0
+            if self.padded and verified:  # a right-padded pass: every request pays the longest window
+                verified = n * int(lengths.max())
             draft_s, target_s = cost.step_parts(n, k, verified, self.context)
             dt = prefill + draft_s + target_s
             emitted = accepted + 1

@@ -87,3 +87,23 @@ def test_speculative_tokens_per_step_batch1():
     assert r.summary["acceptance_length"] == pytest.approx(mean, rel=1e-3)
     # per-position acceptance of position j (given it was verified) is a^j
     assert r.summary["per_position_acceptance"] == pytest.approx([a ** j for j in range(1, k + 1)], abs=0.02)
+
+
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_verify_layout_step_cost(layout):
+    # linear cost, 1 s per target token, free drafting: a step costs exactly the tokens the
+    # target scores: N + sum(L) when packed, N * (1 + max L) when right-padded.
+    cfg = load_config(base={
+        "seed": 5, "workload": {"num_requests": 6, "output_len": {"dist": "fixed", "value": 12}},
+        "acceptance": {"model": "mixture", "easy_alpha": 0.95, "hard_alpha": 0.2},
+        "cost": {"model": "linear", "step_s": 0.0, "per_token_s": 1.0, "draft_step_s": 0.0,
+                 "verify_layout": layout},
+        "server": {"max_batch": 6}, "policy": {"name": "tetris", "k": 2, "extra": 2}})
+    seen = []
+    simulate_policy(cfg, cfg.policy, on_step=lambda rep, info: seen.append((info["dt"], info["batch"], info["lengths"])))
+    uneven = 0
+    for dt, n, lengths in seen:
+        scored = n * (1 + int(lengths.max())) if layout == "padded" else n + int(lengths.sum())
+        assert dt == pytest.approx(scored)
+        uneven += int(lengths.max() * n != lengths.sum())
+    assert uneven > 0  # TETRIS gave some step uneven windows, so the two layouts differ

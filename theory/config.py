@@ -89,6 +89,8 @@ class CostConfig:
     prefill_s: float = _f(0.0, min=0.0, doc="per request admission (s)")
     prefill_per_token_s: float = _f(0.0, min=0.0, doc="per prompt token at admission (s)")
     draft_mode: str = _f("sequential", choices=("sequential", "parallel"))
+    verify_layout: str = _f("packed", choices=("packed", "padded"),
+                            doc="target pass scores sum(L_i) + N tokens (packed), or N * (1 + max L_i) (right-padded)")
     hardware: str = _f("H100", doc="roofline: hardware preset")
     num_gpus: int = _f(4, min=1, doc="roofline: tensor-parallel degree")
     target_preset: str = _f("vicuna-33b", doc="roofline: target model preset")
