@@ -5,6 +5,8 @@ import sys
 import time
 from pathlib import Path
 
+from theory.runs import add_run_arguments
+
 DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
 
 
@@ -16,11 +18,7 @@ def add_commands(sub) -> None:
         "the same metrics as `tetris simulate`, measured. Without --config: 32 held-out stdlib prompts, batch 8, "
         "greedy, none / fixed k=1..4 / DSD / TETRIS on the committed pair (engine/pair).",
     )
-    p.add_argument("--config", metavar="FILE.toml", help="scenario file: the simulate config plus [engine]")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted path, TOML value), repeatable, e.g. engine.temperature=0.7")
-    p.add_argument("--policy", metavar="NAME", help="run only this policy, using the config's [policy] section")
-    p.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
+    add_run_arguments(p, "scenario file: the simulate config plus [engine]")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>-engine-<scenario>)")
     p.add_argument("--dump-outputs", metavar="FILE.jsonl", help="write {id, prompt_ids, output_ids} per request")
     p.add_argument("--calibration-report", metavar="DIR",

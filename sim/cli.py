@@ -5,6 +5,8 @@ import sys
 import time
 from pathlib import Path
 
+from theory.runs import add_run_arguments
+
 DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
 
 
@@ -16,11 +18,7 @@ def add_commands(sub) -> None:
         "embedded default scenario (512 requests at t=0, batch 64, Vicuna-33B/68M on 4xH100, easy/hard mix) for "
         "no speculation, fixed k=1..6, DSD and TETRIS (e=1..3), prints a comparison table and writes a run folder.",
     )
-    p.add_argument("--config", metavar="FILE.toml", help="scenario file (default: the embedded paper-like scenario)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted path, TOML value), repeatable")
-    p.add_argument("--policy", metavar="NAME", help="run only this policy, using the config's [policy] section")
-    p.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
+    add_run_arguments(p, "scenario file (default: the embedded paper-like scenario)")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>-<scenario>)")
     p.add_argument("--steps", action="store_true", help="also write steps.csv (one row per step)")
     p.add_argument("--no-requests", action="store_true", help="do not write requests.csv")

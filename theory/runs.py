@@ -22,6 +22,15 @@ import numpy as np
 from theory.config import POLICIES, Config, ConfigError, PolicyConfig, _build
 
 
+def add_run_arguments(parser, config_help: str) -> None:
+    """The flags every run command shares (public contract): --config, --set, --policy, --json."""
+    parser.add_argument("--config", metavar="FILE.toml", help=config_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (dotted path, TOML value), repeatable, e.g. workload.rate=5")
+    parser.add_argument("--policy", metavar="NAME", help="run only this policy, using the config's [policy] section")
+    parser.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
+
+
 def policy_label(p: PolicyConfig) -> str:
     """'none', 'fixed-k3', 'dsd', 'tetris-k3-e2', 'threshold-k3-e2-tau0.3', ...-goodput."""
     if p.name in ("none", "dsd"):
