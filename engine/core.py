@@ -171,6 +171,9 @@ class Engine:
         t1 = self.clock()
         if k > 0:
             estimates = est.estimate(self.estimator, feats, k, self.calibrated)
+            usable = np.array([s.output_len - len(s.out) - 1 for s in self.seqs])  # drafts that can still be emitted
+            if usable.min() < k:  # as in the simulator: no budget for drafts past a request's end
+                estimates = np.where(np.arange(k)[None, :] < usable[:, None], estimates, np.nan)
             if self.policy.cfg.name == "oracle" or self.trace:
                 lengths = None  # decided after verifying all K
                 window = np.full(n, k, dtype=np.int64)
