@@ -44,9 +44,6 @@ VALIDATE_BASE = {
     "engine": {"threads": 1},
 }
 
-SIM_EXTRA = ("target_time_s", "draft_time_s", "prefill_time_s")
-
-
 def parse_policies(text: str) -> list[str]:
     names = [p.strip() for p in str(text).split(",") if p.strip()]
     if not names:
@@ -291,7 +288,7 @@ def _validate(cfg: Config, policies, loads, tmp: Path, args) -> dict:
         if ld == "offline":
             capacity[name] = m.summary["request_throughput"]
         measured[(ld, name)] = (pcfg, rq, m)
-    cost1, fit1 = calibrate_costs(pair, cfg, prof_path, beta, tmp, clock, args.repeats)
+    _, fit1 = calibrate_costs(pair, cfg, prof_path, beta, tmp, clock, args.repeats)
     fit_log("after", fit1)
     cost, fit = average_fits(prof_path, cost0, [fit0, fit1], tmp)
     # 5. the simulations of the same requests

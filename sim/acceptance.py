@@ -200,13 +200,8 @@ class _Trace:
     def __init__(self, est: np.ndarray, truth: np.ndarray, start: np.ndarray, length: np.ndarray):
         self.est, self.truth, self.start, self.length = est, truth, start, length
 
-    def lookup(self, ids, positions):
-        r = ids % self.start.size
-        flat = self.start[r][:, None] + positions % self.length[r][:, None]
-        return self.truth[flat], self.est[flat]
-
     def lookup_flat(self, ids, positions):
-        """Same for equal-length 1-D ids and positions."""
+        """(truth, estimate) at each (request id, output position); equal-length 1-D arrays."""
         r = ids % self.start.size
         flat = self.start[r] + positions % self.length[r]
         return self.truth[flat], self.est[flat]

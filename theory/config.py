@@ -288,7 +288,3 @@ def to_toml(config) -> str:
         if isinstance(value, dict):
             lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in value.items()]
     return "\n".join(lines) + "\n"
-
-
-def write_config(config, path: str | Path) -> None:
-    Path(path).write_text(to_toml(config))
