@@ -170,7 +170,7 @@ def _engine(pair: Pair, cfg: Config, pcfg, trace: bool = False, clock=time.perf_
         step_time = _engine_step_time(cfg)
     policy = make_policy(pcfg, step_time)
     return Engine(pair.target, pair.draft, policy, temperature=cfg.engine.temperature,
-                  estimator=cfg.engine.estimator, trace=trace, clock=clock)
+                  estimator=cfg.engine.estimator, trace=trace, clock=clock, packed=cfg.engine.verify_layout == "packed")
 
 
 def _engine_step_time(cfg: Config):

@@ -181,7 +181,7 @@ def calibrate_costs(pair, cfg: Config, prof_path: Path, beta: dict, tmp: Path, c
     cwl = cal.write_workload(tmp / "workload_calibration.jsonl", creqs)
     raw = dataclasses.replace(cfg.cost, model="table", table=str(prof_path), overhead_s=0.0, prefill_s=0.0,
                               prefill_per_token_s=0.0, draft_mode="sequential",
-                              verify_layout="padded")  # the engine right-pads its verify pass
+                              verify_layout=cfg.engine.verify_layout)  # the engine's layout of its verify pass
     cal_sim = dataclasses.replace(ccfg, cost=raw, acceptance=_beta_acceptance(cfg, beta))
     m_none = cal.at_reference_speed(eio.measure_best(pair, ccfg, _policy(cfg, "none"), creqs, False, repeats, clock))
     m_spec = cal.at_reference_speed(eio.measure_best(pair, ccfg, _policy(cfg, "fixed"), creqs, False, repeats, clock))

@@ -35,6 +35,7 @@ class Seq:
     arrival_s: float = 0.0  # seconds (run clock)
     out: list[int] = field(default_factory=list)  # generated token ids
     pending_draft: list[int] = field(default_factory=list)  # emitted, not yet fed to the draft
+    pending_feat: torch.Tensor | None = None  # [len(pending_draft), H] float32 target features (EAGLE draft)
     first_token_s: float = 0.0  # seconds
     finish_s: float = 0.0  # seconds
 
@@ -59,7 +60,7 @@ class StepOut:
 class Engine:
     def __init__(self, target, draft, policy, *, temperature: float = 0.0, estimator: str = "auto",
                  trace: bool = False, accept_all: bool = False, clock=time.perf_counter,
-                 calibration: bool = False):
+                 calibration: bool = False, packed: bool = False):
         self.target, self.draft, self.policy = target, draft, policy
         self.temperature = float(temperature)
         self.estimator = est.resolve(estimator, self.temperature)
@@ -67,8 +68,11 @@ class Engine:
         self.trace = trace or calibration  # verify all K drafts
         self.accept_all = accept_all  # negative control only
         self.clock = clock
+        self.packed = packed  # ragged forwards cost their real tokens (engine.models.forward)
         self.device = model_device(target)
         self.use_draft = policy.cfg.name != "none"
+        # a draft that reads the target's hidden states: input at p is (x_p, f_{p-1}) (engine/smollm/eagle.py)
+        self.eagle = self.use_draft and getattr(draft, "reads_target_features", False)
         self.seqs: list[Seq] = []
         self.tkv = kvm.empty(0, self.device)
         self.dkv = kvm.empty(0, self.device)
@@ -80,6 +84,9 @@ class Engine:
 
     def now(self) -> float:
         return self.clock() - self.t0
+
+    def _fwd(self, model, *args, **kw):
+        return forward(model, *args, packed=self.packed, **kw)
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -93,11 +100,18 @@ class Engine:
             return 0.0
         t0 = self.clock()
         prompts = [s.prompt for s in new]
-        logits, tkv = forward(self.target, kvm.empty(len(new), self.device), prompts, last_only=True)
+        out = self._fwd(self.target, kvm.empty(len(new), self.device), prompts, last_only=True, hidden=self.eagle)
+        logits, tkv = out[:2]
         u = torch.tensor([s.rng.random() for s in new], device=self.device)
         first = next_token(logits, self.temperature, u).tolist()
         if self.use_draft:
-            _, dkv = forward(self.draft, kvm.empty(len(new), self.device), prompts, logits=False)
+            feats = None
+            if self.eagle:  # f_{p-1} beside x_p; zeros before the first token; f_P goes with the first output
+                hid = out[2]
+                feats = [torch.cat([hid.new_zeros(1, hid.shape[-1]), hid[b, : len(p) - 1]]) for b, p in enumerate(prompts)]
+                for b, (s, p) in enumerate(zip(new, prompts)):
+                    s.pending_feat = hid[b, len(p) - 1: len(p)]
+            _, dkv = self._fwd(self.draft, kvm.empty(len(new), self.device), prompts, logits=False, feats=feats)
             self.dkv = kvm.concat(self.dkv, dkv)
         self.tkv = kvm.concat(self.tkv, tkv)
         self._sync()
@@ -136,7 +150,13 @@ class Engine:
         and per-position features of the draft distribution (see estimators.features)."""
         toks, qs, feats = [], [], []
         entropy = self.estimator == "calibrated" or self.collect_calibration
-        logits, self.dkv = forward(self.draft, self.dkv, [s.pending_draft for s in self.seqs], last_only=True)
+        pending = [s.pending_draft for s in self.seqs]
+        if self.eagle:  # fed with the target's features; later drafts with the draft's own (g)
+            logits, self.dkv, hid = self._fwd(self.draft, self.dkv, pending, last_only=True,
+                                            feats=[s.pending_feat for s in self.seqs], hidden=True)
+            g = hid[torch.arange(len(pending)), torch.tensor([len(p) for p in pending]) - 1]
+        else:
+            logits, self.dkv = self._fwd(self.draft, self.dkv, pending, last_only=True)
         self.draft_start = self.dkv.width  # slots from here on hold d_1..d_{K-1}
         for j in range(k):
             q = probs(logits, self.temperature)
@@ -147,8 +167,12 @@ class Engine:
                 qs.append(q)
             toks.append(d)
             feats.append(est.features(q, d, entropy))
-            if j < k - 1:
-                logits, self.dkv = forward(self.draft, self.dkv, d[:, None].tolist(), last_only=True)
+            if j < k - 1 and self.eagle:
+                logits, self.dkv, hid = self._fwd(self.draft, self.dkv, d[:, None].tolist(), last_only=True,
+                                                feats=list(g[:, None]), hidden=True)
+                g = hid[:, 0]
+            elif j < k - 1:
+                logits, self.dkv = self._fwd(self.draft, self.dkv, d[:, None].tolist(), last_only=True)
         return torch.stack(toks, 1), (torch.stack(qs, 1) if qs else None), est.stack_features(feats)
 
     # ------------------------------------------------------------ one step
@@ -188,7 +212,9 @@ class Engine:
         d_list = drafts.tolist()
         tokens = [[last[i]] + d_list[i][: int(window[i])] for i in range(n)]
         start = self.tkv.width
-        logits, self.tkv = forward(self.target, self.tkv, tokens)
+        out = self._fwd(self.target, self.tkv, tokens, hidden=self.eagle)
+        logits, self.tkv = out[:2]
+        thid = out[2] if self.eagle else None  # [N, 1 + window, H] target features of the fed tokens
         extra_select = 0.0
         if lengths is None:
             _, _, truth = verify(logits, drafts, q, torch.zeros(n, dtype=torch.long, device=self.device),
@@ -209,8 +235,9 @@ class Engine:
             kvm.keep_from(self.tkv, start, 1 + accepted)
         acc = accepted.cpu().numpy().astype(np.int64)
         new_l = new.tolist()
-        if k > 0:
-            kvm.keep_from(self.dkv, self.draft_start, torch.clamp(accepted, max=k - 1))
+        if k > 0:  # an EAGLE draft refeeds the accepted drafts with the target's features instead
+            keep = torch.zeros_like(accepted) if self.eagle else torch.clamp(accepted, max=k - 1)
+            kvm.keep_from(self.dkv, self.draft_start, keep)
         now = self.now()
         emitted = np.zeros(n, dtype=np.int64)
         finished = []
@@ -219,7 +246,11 @@ class Engine:
             toks = (d_list[i][: acc[i]] + [new_l[i]])[:room]
             emitted[i] = len(toks)
             s.out.extend(toks)
-            if k > 0:
+            if self.eagle:  # pairs (d_1, f(last)), .., (d_a, f(d_{a-1})), (new, f(d_a))
+                s.pending_draft = (d_list[i][: acc[i]] if k > 0 else s.pending_draft) + [new_l[i]]
+                f = thid[i, : acc[i] + 1]
+                s.pending_feat = f if k > 0 else torch.cat([s.pending_feat, f])
+            elif k > 0:
                 s.pending_draft = ([d_list[i][k - 1]] if acc[i] == k else []) + [new_l[i]]
             else:
                 s.pending_draft = s.pending_draft + [new_l[i]]

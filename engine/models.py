@@ -11,15 +11,25 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PAIR = REPO / "engine" / "pair"
 
 
+# SmolLM2 target + distilled draft (docs/models-smollm.md): EAGLE-style (default) or token-level
+PAIR_ALIASES = {"smollm": REPO / "engine" / "smollm_pair", "smollm-token": REPO / "engine" / "smollm_pair_token"}
+SPLIT_DRAFT_META = "draft_config.json"  # a draft folder whose target is a prepared model elsewhere
+
+
 def resolve_pair(pair: str) -> Path:
+    """The pair's folder: target/ + draft/ HF folders, or a split draft (draft_config.json) whose
+    target is prepared separately (the SmolLM2 pair: `engine.pair = "smollm"`)."""
     from theory.config import ConfigError
 
-    path = Path(pair) if pair else DEFAULT_PAIR
+    path = PAIR_ALIASES.get(pair, Path(pair) if pair else DEFAULT_PAIR)
     if not path.is_absolute() and not path.exists():
         path = REPO / path
+    if (path / SPLIT_DRAFT_META).is_file():
+        return path
     for name in ("target", "draft"):
         if not (path / name / "config.json").is_file():
-            raise ConfigError(f"engine.pair: {str(path)!r} has no {name}/config.json (an HF model folder)")
+            raise ConfigError(f"engine.pair: {str(path)!r} has no {name}/config.json (an HF model folder) "
+                              f"and no {SPLIT_DRAFT_META} (a split draft)")
     return path
 
 
@@ -44,15 +54,34 @@ def load_model(path, device: str = "cpu"):
 
 
 def load_pair(pair: str = "", device: str = "cpu"):
-    """(target, draft, tokenizer) from a folder holding target/ and draft/ (shared tokenizer)."""
+    """(target, draft, tokenizer) from a folder holding target/ and draft/ (shared tokenizer),
+    or from a split draft folder (its target is the prepared SmolLM2; see engine/smollm)."""
     from transformers import AutoTokenizer
 
     path = resolve_pair(pair)
+    if (path / SPLIT_DRAFT_META).is_file():
+        return load_split_pair(path, device)
     target = load_model(path / "target", device)
     draft = load_model(path / "draft", device)
     tok_dir = path / "target" if (path / "target" / "tokenizer.json").exists() else path
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     return target, draft, tokenizer
+
+
+def load_split_pair(path: Path, device: str = "cpu"):
+    """The SmolLM2 pair: the prepared target (`tetris smollm prepare`) + the committed draft."""
+    from theory.config import ConfigError
+    from engine.smollm import draft as sd
+    from engine.smollm.prepare import DEFAULT_DIR, MissingDependency, target_dir
+
+    try:
+        tdir = target_dir(DEFAULT_DIR)
+    except MissingDependency as e:
+        raise ConfigError(f"engine.pair: {path.name}: {e}") from None
+    dev, dtype = device_dtype(device)
+    target = sd.load_target(tdir, dtype=dtype).to(dev)
+    draft = sd.load_draft(pair_dir=path, target=target, dtype=dtype).to(dev)
+    return target, draft, sd.load_tokenizer(tdir)
 
 
 def model_device(model) -> torch.device:
@@ -111,14 +140,50 @@ def _wrap(state: kvm.BatchKV):
     return cache
 
 
+# Packed layout: while a packed forward runs, every nn.Linear of the model computes only the real
+# (non-padding) rows of its [B, T, in] input and leaves zeros in the padding rows. The linear layers
+# are nearly all of a small model's multiply-adds, so a ragged batch then costs its real tokens,
+# not B * max(T). Attention, norms and rotary still see the padded [B, T] layout (the KV cache's).
+_PACK: list = [None]  # (flat indices of the real rows [P] int64, B * T) during a packed forward
+
+
+def _packed_linear(lin: torch.nn.Linear):
+    plain = lin.forward
+
+    def fwd(x):
+        pk = _PACK[0]
+        if pk is None or x.dim() != 3 or x.shape[0] * x.shape[1] != pk[1]:
+            return plain(x)
+        idx, bt = pk
+        y = x.new_zeros(bt, lin.out_features)
+        y[idx] = plain(x.reshape(bt, -1)[idx])
+        return y.view(*x.shape[:2], lin.out_features)
+
+    return fwd
+
+
+def _make_packable(model) -> None:
+    if not getattr(model, "_tetris_packable", False):
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.forward = _packed_linear(m)
+        model._tetris_packable = True
+
+
 @torch.no_grad()
-def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool = False, logits: bool = True):
+def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool = False, logits: bool = True,
+            feats: list[torch.Tensor] | None = None, hidden: bool = False, packed: bool = False):
     """Feed each row its ragged tokens after its kept state.
 
     Returns (logits, new_state): logits float32 [B, T, V] (or [B, V] at each row's
     last real token with last_only; None with logits=False), new_state with all
     real new tokens kept. For HF models with last_only (or no logits) the head runs
     on the needed positions only.
+    feats: per row [len(tokens[b]), H] features fused with the tokens (a draft that reads the
+    target's hidden states: model.fuse). hidden=True returns (logits, new_state, hidden) with the
+    final (post-norm) hidden states, float32 [B, T, H].
+    packed=True: ragged rows cost their real tokens only (see _PACK); outputs at padding positions
+    are meaningless (zeros), as they are in the padded layout.
     """
     dev, dtype = model_device(model), model_dtype(model)
     ids, n = kvm.pad_tokens(tokens, dev)
@@ -129,16 +194,42 @@ def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool 
     mask = None if dense else kvm.attention_mask(state, n, t, dtype)
     pos = kvm.positions(state, t)
     cache = _wrap(state)
-    kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+    kw = dict(attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+    if getattr(model, "reads_target_features", False):  # zeros where no features are given (profiling)
+        f = torch.zeros(len(tokens), t, model.config.hidden_size, dtype=dtype, device=dev)
+        for b, fb in enumerate(feats or []):
+            f[b, : fb.shape[0]] = fb
+        kw["inputs_embeds"] = model.fuse(ids, f)
+    else:
+        kw["input_ids"] = ids
     rows = torch.arange(len(tokens), device=dev)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if (last_only or not logits) and head is not None and hasattr(model, "get_decoder"):
-        hidden = model.get_decoder()(**kw).last_hidden_state
-        out = head(hidden[rows, n - 1]).float() if logits else None
-    else:
-        out = model(**kw).logits
-        out = (out[rows, n - 1] if last_only else out).float() if logits else None
+    hid = None
+    if packed and not bool((n == t).all()):
+        _make_packable(model)
+        real = (torch.arange(t, device=dev)[None, :] < n[:, None]).reshape(-1)
+        _PACK[0] = (real.nonzero().squeeze(1), len(tokens) * t)
+    try:
+        out, hid = _run(model, kw, head, rows, n, last_only, logits, hidden)
+    finally:
+        _PACK[0] = None
     new = kvm.append(state, [(layer.keys, layer.values) for layer in cache.layers], n, t)
     if cache.layers and hasattr(cache.layers[0], "kbuf"):
         new.buffers = [(layer.kbuf, layer.vbuf) for layer in cache.layers]
+    if hidden:
+        return out, new, hid.float()
     return out, new
+
+
+def _run(model, kw, head, rows, n, last_only, logits, hidden):
+    hid = None
+    if (last_only or not logits or hidden) and head is not None and hasattr(model, "get_decoder"):
+        hid = model.get_decoder()(**kw).last_hidden_state
+        if not logits:
+            out = None
+        else:
+            out = (head(hid[rows, n - 1]) if last_only else head(hid)).float()
+    else:
+        out = model(**kw).logits
+        out = (out[rows, n - 1] if last_only else out).float() if logits else None
+    return out, hid

@@ -31,9 +31,9 @@ def step_time(batch, drafts, verified):  # a cost model for dsd / goodput budget
     return 1.0 + 0.01 * batch + 0.002 * np.asarray(verified)
 
 
-def generate(pair, prompts, policy_cfg, max_batch=3, arrivals=None, estimator="auto"):
+def generate(pair, prompts, policy_cfg, max_batch=3, arrivals=None, estimator="auto", packed=False):
     target, draft = pair
-    eng = Engine(target, draft, make_policy(policy_cfg, step_time), estimator=estimator)
+    eng = Engine(target, draft, make_policy(policy_cfg, step_time), estimator=estimator, packed=packed)
     seqs = [Seq(i, p, OUT_LEN, acceptance_rng(0, i)) for i, p in enumerate(prompts)]
     if arrivals is not None:
         for s, a in zip(seqs, arrivals):
@@ -89,3 +89,29 @@ def test_joining_mid_run(pair, prompts, plain):
     out, res = generate(pair, prompts, PolicyConfig(name="tetris", k=2, extra=1), max_batch=4, arrivals=arrivals)
     assert out == plain
     assert res.stats.num_steps > 0
+
+
+@pytest.mark.parametrize("cfg", [PolicyConfig(name="fixed", k=3), PolicyConfig(name="tetris", k=1, extra=3)],
+                         ids=lambda c: c.name)
+def test_packed_layout_equals_plain(pair, prompts, plain, cfg):
+    """engine.verify_layout = "packed": linear layers on real tokens only; same tokens out."""
+    out, res = generate(pair, prompts, cfg, packed=True)
+    assert out == plain
+    assert res.stats.accepted_tokens > 0
+
+
+def test_packed_forward_matches_padded_on_real_positions(pair):
+    from engine import kv as kvm
+    from engine.models import forward
+    target, _ = pair
+    rows = [[5, 6, 7, 8, 9], [1], [2, 3, 4]]
+    _, st = forward(target, kvm.empty(3), [[10, 11], [12, 13, 14], [15]])  # ragged context first
+    a, sa = forward(target, st, rows)
+    b, sb = forward(target, st, rows, packed=True)
+    for i, r in enumerate(rows):
+        torch.testing.assert_close(a[i, : len(r)], b[i, : len(r)], rtol=1e-5, atol=1e-5)
+        assert (b[i, len(r):] == 0).all()  # padding positions are not computed
+    assert torch.equal(sa.valid, sb.valid)
+    for (ka, va), (kb, vb) in zip(sa.layers, sb.layers):
+        m = sa.valid[:, None, :, None]
+        torch.testing.assert_close(ka * m, kb * m, rtol=1e-5, atol=1e-5)

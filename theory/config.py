@@ -140,6 +140,9 @@ class EngineConfig:
     trace_out: str = _f("", doc="trace mode: write the acceptance trace here")
     clock: str = _f("wall", choices=("wall", "cpu"),
                     doc="timing clock: wall, or this process's CPU seconds (steady on a shared CPU; use threads = 1)")
+    verify_layout: str = _f("padded", choices=("padded", "packed"),
+                            doc="ragged forwards (verification, prefill): right-padded to the longest row, or packed "
+                                "(linear layers on real tokens only: cost follows the verified tokens)")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 PAIR_DIR = Path(__file__).resolve().parent.parent / "smollm_pair"
+TOKEN_PAIR_DIR = Path(__file__).resolve().parent.parent / "smollm_pair_token"  # the token-level draft
 DRAFT_FILE = "draft.safetensors"
 DRAFT_META = "draft_config.json"
 NEG = -1e4  # logit of tokens outside the head: exp() underflows to exactly 0, but p*log p stays finite
@@ -40,6 +41,23 @@ class RestrictedHead(nn.Module):
         return out
 
 
+def head_rows(target) -> torch.Tensor:
+    """The target's output head [V, H] (tied to the embedding for SmolLM2)."""
+    return target.get_output_embeddings().weight.detach()
+
+
+def topk_cross_entropy(logq: torch.Tensor, top_ids: torch.Tensor, top_lp: torch.Tensor, remap: torch.Tensor):
+    """Cross-entropy of the draft's head log-probs logq [P, n_keep] against the target's top-k
+    (vocab ids [P, k], log-probs [P, k]) renormalised over the kept tokens (remap: vocab id ->
+    head row, -1 = not kept). Positions whose top-k has no kept token are skipped.
+    Returns (loss, greedy matches: the draft argmax is the target's top-1, counted over all P)."""
+    r = remap[top_ids.long()]
+    some = (r >= 0).any(-1)
+    p = torch.softmax(top_lp[some].float().masked_fill(r[some] < 0, float("-inf")), -1)
+    loss = -(p * logq[some].gather(1, r[some].clamp(min=0))).sum(-1).mean()
+    return loss, int((logq.argmax(-1) == r[:, 0]).sum())
+
+
 def draft_config(target_config, num_layers: int):
     """Target config with fewer layers and untied head (the head is a RestrictedHead)."""
     cfg = target_config.__class__.from_dict(target_config.to_dict())
@@ -54,8 +72,13 @@ def build_draft(target, num_layers: int, keep_ids: torch.Tensor, init_layers=Non
     """A draft sharing `target`'s embedding (copied, frozen) and norm; new layers initialised
     from the target's layers `init_layers` (list of indices) or randomly when None."""
     from transformers import AutoModelForCausalLM
-    cfg = draft_config(target.config, num_layers)
-    draft = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    draft = AutoModelForCausalLM.from_config(draft_config(target.config, num_layers), dtype=torch.float32)
+    return share_target(draft, target, keep_ids, init_layers)
+
+
+def share_target(draft, target, keep_ids: torch.Tensor, init_layers=None):
+    """Give a fresh draft the target's embedding (frozen), final norm, optionally layers
+    (draft layer i <- target layer init_layers[i]) and its head rows for keep_ids (frozen)."""
     emb = target.get_input_embeddings().weight.detach()
     draft.model.embed_tokens.weight.data.copy_(emb)
     draft.model.embed_tokens.weight.requires_grad_(False)
@@ -64,15 +87,15 @@ def build_draft(target, num_layers: int, keep_ids: torch.Tensor, init_layers=Non
         for i, j in enumerate(init_layers):
             draft.model.layers[i].load_state_dict(target.model.layers[j].state_dict())
     keep_ids = keep_ids.long().sort().values
-    draft.lm_head = RestrictedHead(emb[keep_ids].clone(), keep_ids, cfg.vocab_size)
+    draft.lm_head = RestrictedHead(head_rows(target)[keep_ids].clone(), keep_ids, draft.config.vocab_size)
     draft.lm_head.weight.requires_grad_(False)
     return draft
 
 
 def trained_state(draft) -> dict:
-    """The tensors that are committed: new layers + final norm (fp16) and keep_ids (int32)."""
+    """The tensors that are committed: new layers + final norm (+ fc for EAGLE) in fp16, keep_ids (int32)."""
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in draft.state_dict().items()
-          if k.startswith("model.layers.") or k.startswith("model.norm.")}
+          if k.startswith(("model.layers.", "model.norm.", "fc."))}
     sd["keep_ids"] = draft.lm_head.keep_ids.to(torch.int32).contiguous()
     return sd
 
@@ -108,9 +131,26 @@ def load_draft(target_dir=None, pair_dir: Path = PAIR_DIR, target=None, dtype=to
     meta = json.loads((Path(pair_dir) / DRAFT_META).read_text())
     sd = load_file(str(Path(pair_dir) / DRAFT_FILE))
     keep_ids = sd.pop("keep_ids").long()
-    draft = build_draft(target, meta["num_layers"], keep_ids)
+    if meta.get("kind") == "eagle":
+        from .eagle import build_eagle
+        draft = build_eagle(target, meta["num_layers"], keep_ids)
+    else:
+        draft = build_draft(target, meta["num_layers"], keep_ids)
     missing, unexpected = draft.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
-    bad = [k for k in missing if k.startswith("model.layers.") or k.startswith("model.norm.")]
+    bad = [k for k in missing if k.startswith(("model.layers.", "model.norm.", "fc."))]
     if bad or unexpected:
         raise RuntimeError(f"draft weights do not match: missing={bad} unexpected={unexpected}")
     return draft.to(dtype).eval()
+
+
+@torch.no_grad()
+def pair_logits(target, draft, ids: torch.Tensor, attention_mask=None):
+    """Teacher-forced logits of both models over ids [B, T]: (target [B, T, V], draft [B, T, V]).
+    A draft that reads the target's hidden states (EAGLE) gets f_{p-1} beside x_p."""
+    h = target.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    t = target.lm_head(h).float()
+    if getattr(draft, "reads_target_features", False):
+        from .eagle import shift
+        g = draft.model(inputs_embeds=draft.fuse(ids, shift(h)), attention_mask=attention_mask).last_hidden_state
+        return t, draft.lm_head(g).float()
+    return t, draft(input_ids=ids, attention_mask=attention_mask).logits.float()
