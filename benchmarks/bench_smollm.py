@@ -6,7 +6,10 @@
 Same prompts for every policy: held-out standard-library code, held-out English docs and held-out
 chat prompts (chat template), in rotation. Greedy. Policies: plain decoding, fixed k = 1..4,
 threshold (K = best fixed k + 1, capacity k*N), TETRIS with k = best fixed and e = 1..3. Prints
-acceptance length, draft acceptance rate, output throughput and the ratio to plain decoding.
+output throughput and its ratio to plain decoding, acceptance length (vLLM's: 1 + accepted per
+request-step that verified a draft), draft acceptance rate (accepted / verified), tokens emitted
+per request-step (counting request-steps given no draft: the figure to compare policies by) and
+draft tokens verified per request-step (the budget actually spent).
 Needs the prepared target (python -m engine.smollm.prepare) and the committed draft.
 """
 from __future__ import annotations
@@ -55,30 +58,35 @@ def main() -> int:
     ap.add_argument("--tau", type=float, default=0.3, help="threshold policy: stop where cumulative score < tau")
     ap.add_argument("--fixed", default="1,2,3,4")
     ap.add_argument("--extras", default="1,2,3")
+    ap.add_argument("--layout", choices=("packed", "padded"), default="packed",
+                    help="engine.verify_layout: ragged forwards packed (cost follows real tokens) or right-padded")
+    ap.add_argument("--pair", type=Path, default=None, help="draft folder (default engine/smollm_pair)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: this process's CPU seconds (use with --threads 1 on a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from engine.smollm.draft import load_draft, load_target, load_tokenizer
+    from engine.smollm.draft import PAIR_DIR, load_draft, load_target, load_tokenizer
     from engine.smollm.prepare import DEFAULT_DIR, MissingDependency
     try:
         target = load_target(DEFAULT_DIR)
     except MissingDependency as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    draft, tok = load_draft(target=target), load_tokenizer(DEFAULT_DIR)
+    pair = args.pair or PAIR_DIR
+    draft, tok = load_draft(pair_dir=pair, target=target), load_tokenizer(DEFAULT_DIR)
     from engine.serve import Workload, run_policy, warmup
     from theory.config import PolicyConfig, load_config
     from theory.workload import iter_requests
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    print(f"SmolLM2-135M target + distilled draft; torch threads {torch.get_num_threads()}; output {args.output_len} "
-          f"tokens, greedy; {args.clock} clock")
+    print(f"SmolLM2-135M target + distilled draft ({pair.name}, {'EAGLE' if getattr(draft, 'reads_target_features', False) else 'token'}); torch threads {torch.get_num_threads()}; output {args.output_len} "
+          f"tokens, greedy; {args.clock} clock; {args.layout} layout")
     for batch in [int(x) for x in args.batches.split(",")]:
         n = max(args.requests_per_batch * batch, 3)            # >= one code, one prose, one chat prompt
         cfg = load_config(None, [f"workload.num_requests={n}", f"server.max_batch={batch}",
                                  f"workload.prompt_len.value={args.prompt_len}",
                                  f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}",
-                                 "engine.temperature=0.0", "policy.max_k=6"])
+                                 "engine.temperature=0.0", "policy.max_k=6",
+                                 f"engine.verify_layout=\"{args.layout}\""])
         prompts = heldout_prompts(tok, n, args.prompt_len)
         reqs = [dataclasses.replace(r, prompt_len=len(p)) for r, p in zip(iter_requests(cfg), prompts)]
         wl = Workload(reqs, prompts)
@@ -90,7 +98,9 @@ def main() -> int:
             s = res[label] = run_policy(cfg, pcfg, label, target, draft, wl, step_time, clock=clock).summary
             base = res.get("none", s)["output_throughput"]
             print(f"  {label:<16} {s['output_throughput']:8.2f} tok/s  x{s['output_throughput'] / base:.3f} vs plain  "
-                  f"acc.len {s['acceptance_length']:.3f}  draft acc. rate {s['draft_acceptance_rate']:.3f}", flush=True)
+                  f"acc.len {s['acceptance_length']:.3f}  draft acc. rate {s['draft_acceptance_rate']:.3f}  "
+                  f"tok/req-step {s['tokens_per_step'] / s['mean_batch']:.3f}  "
+                  f"verified/req-step {s['mean_budget'] / s['mean_batch']:.3f}", flush=True)
 
         print(f"batch {batch} ({n} requests):")
         go("none", PolicyConfig(name="none"))

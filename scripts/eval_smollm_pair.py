@@ -8,6 +8,8 @@ to held-out prompts (positions inside the answers only). Prints per set:
   greedy_match   P(draft argmax == target argmax)  (= greedy per-position acceptance)
   accept_sum     E[sum_v min(p_v, q_v)]            (= sampled acceptance at temperature 1)
   auc            ROC AUC of the draft's max-prob as a predictor of a greedy match
+  own_match      (EAGLE drafts) greedy_match when the draft reads its own previous output g instead
+                 of the target's feature f: the situation of every draft after the first in a step
 and the decode-step cost (one token, KV cache, context ~128) of draft and target measured side by
 side (interleaved, median) at batch 1 and 8.
 """
@@ -24,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.smollm import data  # noqa: E402
 from engine.smollm.draft import PAIR_DIR, load_draft, load_target, load_tokenizer  # noqa: E402
+from engine.smollm.eagle import shift  # noqa: E402
 from engine.smollm.prepare import DEFAULT_DIR, MissingDependency  # noqa: E402
 
 
@@ -41,7 +44,7 @@ def auc(score: np.ndarray, label: np.ndarray) -> float:
 @torch.no_grad()
 def compare(target, drafts: list, seqs, batch: int = 8) -> list:
     """seqs: list of (ids, loss_start). The target runs once; one dict of figures per draft."""
-    acc = [([], [], []) for _ in drafts]
+    acc = [([], [], [], []) for _ in drafts]
     for s in range(0, len(seqs), batch):
         b = seqs[s:s + batch]
         L = max(len(w) for w, _ in b)
@@ -52,17 +55,27 @@ def compare(target, drafts: list, seqs, batch: int = 8) -> list:
             x[r, :len(w)] = torch.tensor(w)
             am[r, :len(w)] = 1
             pm[r, start:len(w) - 1] = True
-        p = torch.softmax(target(input_ids=x, attention_mask=am).logits[pm].float(), -1)
-        for draft, (m_all, a_all, c_all) in zip(drafts, acc):
-            q = torch.softmax(draft(input_ids=x, attention_mask=am).logits[pm].float(), -1)
+        h = target.model(input_ids=x, attention_mask=am).last_hidden_state
+        p = torch.softmax(target.lm_head(h[pm]).float(), -1)
+        for draft, (m_all, a_all, c_all, o_all) in zip(drafts, acc):
+            if getattr(draft, "reads_target_features", False):
+                g = draft.model(inputs_embeds=draft.fuse(x, shift(h)), attention_mask=am).last_hidden_state
+                q = torch.softmax(draft.lm_head(g[pm]).float(), -1)
+                g2 = draft.model(inputs_embeds=draft.fuse(x, shift(g)), attention_mask=am).last_hidden_state
+                o_all.append((p.argmax(-1) == draft.lm_head(g2[pm]).argmax(-1)).numpy())
+            else:
+                q = torch.softmax(draft(input_ids=x, attention_mask=am).logits[pm].float(), -1)
             m_all.append((p.argmax(-1) == q.argmax(-1)).numpy())
             a_all.append(torch.minimum(p, q).sum(-1).numpy())
             c_all.append(q.max(-1).values.numpy())
     out = []
-    for lists in acc:
-        m, a, c = (np.concatenate(v) for v in lists)
-        out.append({"positions": int(m.size), "greedy_match": round(float(m.mean()), 4),
-                    "accept_sum": round(float(a.mean()), 4), "auc": round(auc(c, m), 4)})
+    for m, a, c, o in acc:
+        m, a, c = (np.concatenate(v) for v in (m, a, c))
+        r = {"positions": int(m.size), "greedy_match": round(float(m.mean()), 4),
+             "accept_sum": round(float(a.mean()), 4), "auc": round(auc(c, m), 4)}
+        if o:
+            r["own_match"] = round(float(np.concatenate(o).mean()), 4)
+        out.append(r)
     return out
 
 
@@ -93,9 +106,15 @@ def step_costs(target, draft, batches=(1, 8), ctx: int = 128, reps: int = 30):
     for B in batches:
         ids = torch.randint(0, target.config.vocab_size, (B, ctx), generator=g)
         state = {}
+        def call(m, x, cache):
+            if getattr(m, "reads_target_features", False):   # the fuse layer is part of its step
+                feats = torch.zeros(*x.shape, m.config.hidden_size)
+                return m(inputs_embeds=m.fuse(x, feats), past_key_values=cache, use_cache=True)
+            return m(input_ids=x, past_key_values=cache, use_cache=True)
+
         for name, m in (("target", target), ("draft", draft)):
             cache = DynamicCache(config=m.config)
-            m(input_ids=ids, past_key_values=cache, use_cache=True)
+            call(m, ids, cache)
             state[name] = (m, cache)
         times = {"target": [], "draft": []}
         nxt = ids[:, -1:]
@@ -103,7 +122,7 @@ def step_costs(target, draft, batches=(1, 8), ctx: int = 128, reps: int = 30):
             for name in ("target", "draft"):
                 m, cache = state[name]
                 t0 = time.perf_counter()
-                m(input_ids=nxt, past_key_values=cache, use_cache=True)
+                call(m, nxt, cache)
                 if r >= 3:
                     times[name].append(time.perf_counter() - t0)
                 cache.crop(-1)                          # drop the token just added

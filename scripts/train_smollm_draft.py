@@ -6,7 +6,7 @@ Stages (each cached under --work, so a rerun resumes where it stopped):
   label  the target scores token windows of code, docs and chats; its top-64 log-probs are kept
   train  the draft (target embeddings/norm/head, new layer(s)) learns the top-64 distribution
          by cross-entropy (= KL up to the teacher's entropy); checkpoints every --ckpt-min minutes
-  save   fp16 draft layers + keep_ids -> engine/smollm_pair/
+  save   fp16 draft layers + keep_ids -> engine/smollm_pair_token/
 
     nice -n 10 python scripts/train_smollm_draft.py --stage all --minutes 20 > /tmp/smollm_train.log 2>&1
 
@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.smollm import data  # noqa: E402
-from engine.smollm.draft import PAIR_DIR, build_draft, load_target, load_tokenizer, save_draft  # noqa: E402
+from engine.smollm.draft import (TOKEN_PAIR_DIR, build_draft, load_target, load_tokenizer, save_draft,  # noqa: E402
+                                 topk_cross_entropy)
 from engine.smollm.prepare import DEFAULT_DIR  # noqa: E402
 
 TOPK = 64
@@ -187,6 +188,19 @@ def keep_set(lab, vocab: int, n_keep: int, corpus: torch.Tensor) -> torch.Tensor
     return score.topk(n_keep).indices.sort().values
 
 
+def head_and_init(args, lab, target, tok):
+    """The head's token set (keep_set), vocab id -> head row (-1 = not kept), the layers to init from."""
+    vocab = target.config.vocab_size
+    keep = keep_set(lab, vocab, args.keep, corpus_counts(tok, vocab, args.freq_chars, args.seed))
+    cover = torch.isin(lab["top_ids"][lab["mask"]][:, 0], keep).float().mean().item()
+    log(f"keep {len(keep)} tokens: covers {cover:.4f} of the target's argmax on the training text")
+    remap = torch.full((vocab,), -1, dtype=torch.long)
+    remap[keep] = torch.arange(len(keep))
+    torch.manual_seed(args.seed)
+    init = [int(i) for i in args.init_layers.split(",")] if args.init_layers else None
+    return keep, remap, init
+
+
 def hard_windows(args, tok) -> torch.Tensor:
     """Unlabelled train-split windows [M, seq_len] (code and docs, half each) for plain next-token
     cross-entropy: cheap extra text (no target pass) against over-fitting the labelled set."""
@@ -220,12 +234,8 @@ def distill_loss(draft, x, mask, top_ids, top_lp, remap):
     """Cross-entropy of the draft's restricted distribution against the target's top-64,
     renormalised over the tokens the draft can emit; also returns greedy-match counts."""
     h = draft.model(input_ids=x).last_hidden_state          # [B, T, H]
-    h = h[mask]                                              # [P, H]
-    logq = torch.log_softmax(draft.lm_head.restricted(h), -1)   # [P, n_keep]
-    r = remap[top_ids[mask].long()]                          # [P, 64], -1 where not kept
-    p = torch.softmax(top_lp[mask].float().masked_fill(r < 0, float("-inf")), -1)
-    loss = -(p * logq.gather(1, r.clamp(min=0))).sum(-1).mean()
-    match = (logq.argmax(-1) == r[:, 0]).sum().item()
+    logq = torch.log_softmax(draft.lm_head.restricted(h[mask]), -1)   # [P, n_keep]
+    loss, match = topk_cross_entropy(logq, top_ids[mask], top_lp[mask], remap)
     return loss, match, int(mask.sum())
 
 
@@ -253,14 +263,7 @@ def load_labels(work: Path, pad_id: int) -> dict:
 
 def stage_train(args, target, tok):
     lab = load_labels(args.work, tok.pad_token_id)
-    vocab = target.config.vocab_size
-    keep = keep_set(lab, vocab, args.keep, corpus_counts(tok, vocab, args.freq_chars, args.seed))
-    cover = torch.isin(lab["top_ids"][lab["mask"]][:, 0], keep).float().mean().item()
-    log(f"keep {len(keep)} tokens: covers {cover:.4f} of the target's argmax on the training text")
-    remap = torch.full((vocab,), -1, dtype=torch.long)
-    remap[keep] = torch.arange(len(keep))
-    torch.manual_seed(args.seed)
-    init = [int(i) for i in args.init_layers.split(",")] if args.init_layers else None
+    keep, remap, init = head_and_init(args, lab, target, tok)
     draft = build_draft(target, args.layers, keep, init_layers=init)
     if args.init_from:                                   # continue from an earlier run (same keep set)
         from safetensors.torch import load_file
@@ -270,10 +273,26 @@ def stage_train(args, target, tok):
     hard = hard_windows(args, tok) if args.hard_tokens else None
     if hard is not None:
         log(f"hard-label text: {hard.shape[0]} windows of {args.seq_len} tokens")
+    def loss_fn(step, b):
+        mask = lab["mask"][b]
+        L = int(mask.any(0).nonzero().max()) + 2
+        loss, match, cnt = distill_loss(draft, lab["ids"][b, :L].long(), mask[:, :L],
+                                        lab["top_ids"][b, :L], lab["top_lp"][b, :L], remap)
+        if hard is not None:
+            j = (step * args.batch) % (len(hard) - args.batch + 1)
+            loss = loss + args.hard_weight * hard_loss(draft, hard[j:j + args.batch], remap)
+        return loss, (match / cnt,)
+
+    train_loop(args, draft, len(lab["ids"]), loss_fn, ("train_match",), meta, lr_floor=0.1)
+
+
+def train_loop(args, draft, n: int, loss_fn, names, meta_fn, lr_floor: float):
+    """AdamW over seeded shuffles of n sequences for args.minutes (cosine lr down to lr_floor x
+    args.lr, 30 warm-up steps); loss_fn(step, batch indices) -> (loss, tuple of figures to log);
+    checkpoints every args.ckpt_min minutes and at the end under args.work / args.run_name."""
     params = [p for p in draft.parameters() if p.requires_grad]
     log(f"trainable parameters: {sum(p.numel() for p in params)}")
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.98))
-    n = len(lab["ids"])
     gen = torch.Generator().manual_seed(args.seed)
     budget = args.minutes * 60
     t0, step, last_ckpt, ema = time.time(), 0, time.time(), None
@@ -282,32 +301,26 @@ def stage_train(args, target, tok):
         perm = torch.randperm(n, generator=gen)
         for s in range(0, n - args.batch + 1, args.batch):
             frac = min((time.time() - t0) / budget, 1.0)
-            lr = args.lr * min(1.0, (step + 1) / 30) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            lr = args.lr * min(1.0, (step + 1) / 30) * (lr_floor + (1 - lr_floor) * 0.5 * (1 + math.cos(math.pi * frac)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            b = perm[s:s + args.batch]
-            mask = lab["mask"][b]
-            L = int(mask.any(0).nonzero().max()) + 2
-            loss, match, cnt = distill_loss(draft, lab["ids"][b, :L].long(), mask[:, :L],
-                                            lab["top_ids"][b, :L], lab["top_lp"][b, :L], remap)
-            if hard is not None:
-                j = (step * args.batch) % (len(hard) - args.batch + 1)
-                loss = loss + args.hard_weight * hard_loss(draft, hard[j:j + args.batch], remap)
+            loss, figs = loss_fn(step, perm[s:s + args.batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1
-            ema = (loss.item(), match / cnt) if ema is None else \
-                (0.98 * ema[0] + 0.02 * loss.item(), 0.98 * ema[1] + 0.02 * match / cnt)
+            cur = (loss.item(), *figs)
+            ema = cur if ema is None else tuple(0.98 * a + 0.02 * c for a, c in zip(ema, cur))
             if step % 20 == 0:
-                log(f"step {step} t={time.time() - t0:.0f}s lr={lr:.2e} loss={ema[0]:.3f} train_match={ema[1]:.3f}")
+                log(f"step {step} t={time.time() - t0:.0f}s lr={lr:.2e} loss={ema[0]:.3f} "
+                    + " ".join(f"{k}={v:.3f}" for k, v in zip(names, ema[1:])))
             if time.time() - last_ckpt > args.ckpt_min * 60:
-                save_draft(draft, ckpt, meta(args, step, ema))
+                save_draft(draft, ckpt, meta_fn(args, step, ema))
                 last_ckpt = time.time()
             if time.time() - t0 >= budget:
                 break
-    save_draft(draft, ckpt, meta(args, step, ema))
+    save_draft(draft, ckpt, meta_fn(args, step, ema))
     log(f"trained {step} steps in {time.time() - t0:.0f}s")
 
 
@@ -334,7 +347,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="distil the SmolLM2 draft")
     ap.add_argument("--target", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/tetris/smollm-distill")
-    ap.add_argument("--out", type=Path, default=PAIR_DIR)
+    ap.add_argument("--out", type=Path, default=TOKEN_PAIR_DIR)
     ap.add_argument("--stage", choices=["all", "chat", "label", "train", "save"], default="all")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

@@ -138,20 +138,32 @@ def median(values):
 def test_draft_agrees_with_target_on_snippet(pair):
     import torch
     target, draft, tok = pair
+    from engine.smollm.draft import pair_logits
     x = torch.tensor([tok(SNIPPET)["input_ids"]])
-    with torch.no_grad():
-        t = target(input_ids=x).logits.argmax(-1)
-        d = draft(input_ids=x).logits.argmax(-1)
+    t, d = (lg.argmax(-1) for lg in pair_logits(target, draft, x))
     match = (t == d).float().mean().item()
     # measured 0.431 (47/109) for the committed draft, 0.037 for the untrained one (layer-0 init);
     # bound 0.25 leaves room for float/thread differences while still failing a broken draft
     assert match > 0.25, match
 
 
+def test_token_level_draft_still_loads(pair):
+    """The first, token-level draft (engine/smollm_pair_token, `engine.pair = "smollm-token"`)."""
+    import torch
+    from engine.smollm.draft import TOKEN_PAIR_DIR, load_draft, pair_logits
+    target, _, tok = pair
+    draft = load_draft(pair_dir=TOKEN_PAIR_DIR, target=target)
+    assert not getattr(draft, "reads_target_features", False)
+    x = torch.tensor([tok(SNIPPET)["input_ids"]])
+    t, d = (lg.argmax(-1) for lg in pair_logits(target, draft, x))
+    assert (t == d).float().mean().item() > 0.25  # 0.431 measured
+
+
 @pytest.mark.slow
 def test_draft_greedy_match_heldout_chat(pair):
     """The draft, rolled out greedily next to the target on a chat prompt, stays close."""
     import torch
+    from engine.smollm.draft import pair_logits
     target, draft, tok = pair
     msgs = [{"role": "user", "content": "Explain how a binary search works."}]
     x = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
@@ -159,8 +171,7 @@ def test_draft_greedy_match_heldout_chat(pair):
         out = target.generate(input_ids=x, max_new_tokens=48, do_sample=False)
         seq = out[:, x.shape[1] - 1:-1]
         full = out[:, :-1]
-        t = target(input_ids=full).logits.argmax(-1)[:, x.shape[1] - 1:]
-        d = draft(input_ids=full).logits.argmax(-1)[:, x.shape[1] - 1:]
+        t, d = (lg.argmax(-1)[:, x.shape[1] - 1:] for lg in pair_logits(target, draft, full))
     assert seq.shape == t.shape
     # held-out chat answers average 0.32 (docs/models-smollm.md); one prompt varies, so a loose bound
     assert (t == d).float().mean().item() > 0.15
@@ -177,3 +188,44 @@ def test_cli_group_parses(capsys):
     assert "wheel:" in out and "target:" in out and "draft:" in out
     args = ap.parse_args(["smollm", "prepare", "--out", "/nonexistent-dir/x"])
     assert args.func.__name__ == "_prepare"
+
+
+def test_pair_alias_resolves_to_split_draft():
+    from engine.models import resolve_pair
+    from engine.smollm.draft import PAIR_DIR
+    if not (PAIR_DIR / "draft_config.json").is_file():
+        pytest.skip("no committed draft in engine/smollm_pair")
+    assert resolve_pair("smollm") == PAIR_DIR
+
+
+def test_load_pair_unprepared_names_command(monkeypatch, tmp_path):
+    from engine.models import load_pair
+    from theory.config import ConfigError
+    monkeypatch.setattr(prepare, "DEFAULT_DIR", tmp_path / "missing")
+    with pytest.raises(ConfigError, match="engine.pair: smollm_pair: .*python -m engine.smollm.prepare"):
+        load_pair("smollm")
+
+
+def test_engine_on_smollm_pair_is_lossless(pair):
+    """The engine with the committed draft (EAGLE: fed the target's hidden states) emits exactly
+    the target's greedy tokens, and accepts drafts."""
+    import numpy as np
+    from engine.core import Engine, Seq
+    from engine.run import run
+    from theory.config import PolicyConfig
+    from theory.policy import make_policy
+    from theory.workload import acceptance_rng
+    target, draft, tok = pair
+    prompts = [tok(SNIPPET)["input_ids"][:40], tok("The water cycle is")["input_ids"],
+               list(tok.apply_chat_template([{"role": "user", "content": "What is DNS?"}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)["input_ids"])]
+
+    def gen(cfg):
+        eng = Engine(target, draft, make_policy(cfg, lambda b, d, v: np.ones_like(np.asarray(v, float))))
+        res = run(eng, [Seq(i, p, 12, acceptance_rng(0, i)) for i, p in enumerate(prompts)], 3)
+        return [s.out for s in sorted(res.seqs, key=lambda s: s.id)], res.stats
+
+    plain, _ = gen(PolicyConfig(name="none"))
+    out, stats = gen(PolicyConfig(name="tetris", k=2, extra=1))
+    assert out == plain
+    assert stats.accepted_tokens > 0

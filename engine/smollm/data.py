@@ -130,6 +130,17 @@ def chat_prompts():
     return out
 
 
+def chat_prompts_full():
+    """Every template x topic pair (plus the coding tasks): 4x chat_prompts(), same names, so the
+    same topics are held out; for more chat-style training text."""
+    topics = [t.strip() for t in TOPICS.split(";") if t.strip()]
+    tasks = [t.strip() for t in CODE_TASKS.split(";") if t.strip()]
+    out = [("topic:" + t, tpl.format(t=t)) for t in topics for tpl in TEMPLATES]
+    out += [("task:" + task, tpl.format(t=task)) for task in tasks
+            for tpl in ["Write a Python function that {t}.", "How do I write Python code that {t}?"]]
+    return out
+
+
 def chunks(texts, tokenizer, length: int, stride: int | None = None):
     """Token windows [length] over each text (tokenised without special tokens)."""
     stride = stride or length
