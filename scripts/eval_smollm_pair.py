@@ -10,8 +10,8 @@ to held-out prompts (positions inside the answers only). Prints per set:
   auc            ROC AUC of the draft's max-prob as a predictor of a greedy match
   own_match      (EAGLE drafts) greedy_match when the draft reads its own previous output g instead
                  of the target's feature f: the situation of every draft after the first in a step
-and the decode-step cost (one token, KV cache, context ~128) of draft and target measured side by
-side (interleaved, median) at batch 1 and 8.
+and the decode-step cost (one token, KV cache, context 128, as the engine's forward runs it) of
+draft and target measured side by side (interleaved, median) at batch 1 and 8.
 """
 import argparse
 import json
@@ -99,33 +99,24 @@ def chat_set(tok, work: Path, target, n: int):
 
 @torch.no_grad()
 def step_costs(target, draft, batches=(1, 8), ctx: int = 128, reps: int = 30):
-    """Median decode-step time (s) of each model, interleaved so load affects both alike."""
-    from transformers import DynamicCache
+    """Median decode-step time (s) of each model as the engine runs it (engine.models.forward:
+    decoder + head on the last position, BatchKV cache; the EAGLE draft's fuse included), one
+    token per request after a ctx-token prefill; interleaved so load affects both alike."""
+    from engine import kv as kvm
+    from engine.models import forward
     out = {}
     g = torch.Generator().manual_seed(0)
     for B in batches:
-        ids = torch.randint(0, target.config.vocab_size, (B, ctx), generator=g)
-        state = {}
-        def call(m, x, cache):
-            if getattr(m, "reads_target_features", False):   # the fuse layer is part of its step
-                feats = torch.zeros(*x.shape, m.config.hidden_size)
-                return m(inputs_embeds=m.fuse(x, feats), past_key_values=cache, use_cache=True)
-            return m(input_ids=x, past_key_values=cache, use_cache=True)
-
-        for name, m in (("target", target), ("draft", draft)):
-            cache = DynamicCache(config=m.config)
-            call(m, ids, cache)
-            state[name] = (m, cache)
+        ids = torch.randint(0, target.config.vocab_size, (B, ctx), generator=g).tolist()
+        state = {name: forward(m, kvm.empty(B), ids, logits=False)[1] for name, m in (("target", target), ("draft", draft))}
         times = {"target": [], "draft": []}
-        nxt = ids[:, -1:]
+        nxt = [[row[-1]] for row in ids]
         for r in range(reps + 3):
-            for name in ("target", "draft"):
-                m, cache = state[name]
+            for name, m in (("target", target), ("draft", draft)):
                 t0 = time.perf_counter()
-                call(m, nxt, cache)
+                forward(m, state[name], nxt, last_only=True)   # the state is not changed (spare slots)
                 if r >= 3:
                     times[name].append(time.perf_counter() - t0)
-                cache.crop(-1)                          # drop the token just added
         t, d = np.median(times["target"]), np.median(times["draft"])
         out[f"batch{B}"] = {"target_ms": round(float(t) * 1e3, 2), "draft_ms": round(float(d) * 1e3, 2),
                             "ratio": round(float(d / t), 4)}
