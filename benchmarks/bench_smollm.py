@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument("--extras", default="1,2,3")
     ap.add_argument("--layout", choices=("packed", "padded"), default="packed",
                     help="engine.verify_layout: ragged forwards packed (cost follows real tokens) or right-padded")
+    ap.add_argument("--draft-dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="the draft's dtype (engine.draft_dtype; the engine's default on CPU: float32)")
     ap.add_argument("--pair", type=Path, default=None, help="draft folder (default engine/smollm_pair)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: this process's CPU seconds (use with --threads 1 on a shared machine)")
@@ -73,13 +75,14 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     pair = args.pair or PAIR_DIR
-    draft, tok = load_draft(pair_dir=pair, target=target), load_tokenizer(DEFAULT_DIR)
+    draft = load_draft(pair_dir=pair, target=target, dtype=getattr(torch, args.draft_dtype))
+    tok = load_tokenizer(DEFAULT_DIR)
     from engine.serve import Workload, run_policy, warmup
     from theory.config import PolicyConfig, load_config
     from theory.workload import iter_requests
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"SmolLM2-135M target + distilled draft ({pair.name}, {'EAGLE' if getattr(draft, 'reads_target_features', False) else 'token'}); torch threads {torch.get_num_threads()}; output {args.output_len} "
-          f"tokens, greedy; {args.clock} clock; {args.layout} layout")
+          f"tokens, greedy; {args.clock} clock; {args.layout} layout; draft {args.draft_dtype}")
     for batch in [int(x) for x in args.batches.split(",")]:
         n = max(args.requests_per_batch * batch, 3)            # >= one code, one prose, one chat prompt
         cfg = load_config(None, [f"workload.num_requests={n}", f"server.max_batch={batch}",

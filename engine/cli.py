@@ -118,7 +118,7 @@ def _profile(args) -> int:
         import torch
 
         torch.set_num_threads(cfg.engine.threads)
-    target, draft, _ = load_pair(cfg.engine.pair, cfg.engine.device)
+    target, draft, _ = load_pair(cfg.engine.pair, cfg.engine.device, cfg.engine.draft_dtype)
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -1,6 +1,7 @@
 """Loading a draft/target pair and running one batched forward over a BatchKV."""
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import torch
@@ -53,22 +54,24 @@ def load_model(path, device: str = "cpu"):
     return model.to(dev).eval()
 
 
-def load_pair(pair: str = "", device: str = "cpu"):
+def load_pair(pair: str = "", device: str = "cpu", draft_dtype: str = "auto"):
     """(target, draft, tokenizer) from a folder holding target/ and draft/ (shared tokenizer),
     or from a split draft folder (its target is the prepared SmolLM2; see engine/smollm)."""
     from transformers import AutoTokenizer
 
     path = resolve_pair(pair)
     if (path / SPLIT_DRAFT_META).is_file():
-        return load_split_pair(path, device)
+        return load_split_pair(path, device, draft_dtype)
     target = load_model(path / "target", device)
     draft = load_model(path / "draft", device)
+    if draft_dtype != "auto":
+        draft = draft.to(getattr(torch, draft_dtype))
     tok_dir = path / "target" if (path / "target" / "tokenizer.json").exists() else path
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     return target, draft, tokenizer
 
 
-def load_split_pair(path: Path, device: str = "cpu"):
+def load_split_pair(path: Path, device: str = "cpu", draft_dtype: str = "auto"):
     """The SmolLM2 pair: the prepared target (`tetris smollm prepare`) + the committed draft."""
     from theory.config import ConfigError
     from engine.smollm import draft as sd
@@ -80,7 +83,8 @@ def load_split_pair(path: Path, device: str = "cpu"):
         raise ConfigError(f"engine.pair: {path.name}: {e}") from None
     dev, dtype = device_dtype(device)
     target = sd.load_target(tdir, dtype=dtype).to(dev)
-    draft = sd.load_draft(pair_dir=path, target=target, dtype=dtype).to(dev)
+    ddtype = dtype if draft_dtype == "auto" else getattr(torch, draft_dtype)
+    draft = sd.load_draft(pair_dir=path, target=target, dtype=ddtype).to(dev)
     return target, draft, sd.load_tokenizer(tdir)
 
 
@@ -147,26 +151,23 @@ def _wrap(state: kvm.BatchKV):
 _PACK: list = [None]  # (flat indices of the real rows [P] int64, B * T) during a packed forward
 
 
-def _packed_linear(lin: torch.nn.Linear):
-    plain = lin.forward
-
-    def fwd(x):
-        pk = _PACK[0]
-        if pk is None or x.dim() != 3 or x.shape[0] * x.shape[1] != pk[1]:
-            return plain(x)
-        idx, bt = pk
-        y = x.new_zeros(bt, lin.out_features)
-        y[idx] = plain(x.reshape(bt, -1)[idx])
-        return y.view(*x.shape[:2], lin.out_features)
-
-    return fwd
+def _packed_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """nn.Linear.forward on the real rows only while a packed forward runs (bound per module with
+    types.MethodType, so a deepcopy of the model rebinds it to the copy)."""
+    pk = _PACK[0]
+    if pk is None or x.dim() != 3 or x.shape[0] * x.shape[1] != pk[1]:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    idx, bt = pk
+    y = x.new_zeros(bt, self.out_features)
+    y[idx] = torch.nn.functional.linear(x.reshape(bt, -1)[idx], self.weight, self.bias)
+    return y.view(*x.shape[:2], self.out_features)
 
 
 def _make_packable(model) -> None:
     if not getattr(model, "_tetris_packable", False):
         for m in model.modules():
             if isinstance(m, torch.nn.Linear):
-                m.forward = _packed_linear(m)
+                m.forward = types.MethodType(_packed_linear_forward, m)
         model._tetris_packable = True
 
 

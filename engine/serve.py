@@ -144,7 +144,7 @@ def run_config(cfg: Config, only: str | None = None, progress: bool = True, cali
         torch.set_num_threads(e.threads)
     if models is None:
         pair_dir = resolve_pair(e.pair)
-        target, draft, tokenizer = load_pair(e.pair, e.device)
+        target, draft, tokenizer = load_pair(e.pair, e.device, e.draft_dtype)
     else:
         target, draft, tokenizer = models
         pair_dir = None

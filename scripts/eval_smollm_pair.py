@@ -133,6 +133,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--no-cost", action="store_true")
+    ap.add_argument("--draft-dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="the drafts' dtype (engine.draft_dtype; the engine's default on CPU: float32)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -146,7 +148,7 @@ def main(argv=None):
             print(f"error: no draft in {pair}; run scripts/train_smollm_draft.py", file=sys.stderr)
             return 2
     tok = load_tokenizer(args.target)
-    drafts = [load_draft(pair_dir=pair, target=target) for pair in args.pair]
+    drafts = [load_draft(pair_dir=pair, target=target, dtype=getattr(torch, args.draft_dtype)) for pair in args.pair]
     res = {str(pair): {"draft": json.loads((pair / "draft_config.json").read_text())} for pair in args.pair}
     sets = {}
     for name, items in (("code", data.stdlib_code()), ("prose", data.english_docs())):

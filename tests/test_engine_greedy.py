@@ -115,3 +115,13 @@ def test_packed_forward_matches_padded_on_real_positions(pair):
     for (ka, va), (kb, vb) in zip(sa.layers, sb.layers):
         m = sa.valid[:, None, :, None]
         torch.testing.assert_close(ka * m, kb * m, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_draft_with_float32_target_is_lossless(pair, prompts, plain):
+    """engine.draft_dtype = "bfloat16": only the drafts change; the target decides every token."""
+    import copy
+    target, draft = pair
+    half = copy.deepcopy(draft).to(torch.bfloat16)
+    out, res = generate((target, half), prompts, PolicyConfig(name="tetris", k=2, extra=1), packed=True)
+    assert out == plain
+    assert res.stats.accepted_tokens > 0

@@ -140,6 +140,8 @@ class EngineConfig:
     trace_out: str = _f("", doc="trace mode: write the acceptance trace here")
     clock: str = _f("wall", choices=("wall", "cpu"),
                     doc="timing clock: wall, or this process's CPU seconds (steady on a shared CPU; use threads = 1)")
+    draft_dtype: str = _f("auto", choices=("auto", "float32", "bfloat16"),
+                          doc="the draft's weights and compute (auto = the device's: float32 on CPU, bfloat16 on CUDA)")
     verify_layout: str = _f("padded", choices=("padded", "packed"),
                             doc="ragged forwards (verification, prefill): right-padded to the longest row, or packed "
                                 "(linear layers on real tokens only: cost follows the verified tokens)")
