@@ -69,12 +69,15 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from engine.smollm.draft import PAIR_DIR, load_draft, load_target, load_tokenizer
     from engine.smollm.prepare import DEFAULT_DIR, MissingDependency
+    pair = args.pair or PAIR_DIR
+    if not (pair / "draft.safetensors").is_file():
+        print(f"error: --pair: no draft.safetensors in {pair}", file=sys.stderr)
+        return 2
     try:
         target = load_target(DEFAULT_DIR)
     except MissingDependency as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    pair = args.pair or PAIR_DIR
     draft = load_draft(pair_dir=pair, target=target, dtype=getattr(torch, args.draft_dtype))
     tok = load_tokenizer(DEFAULT_DIR)
     from engine.serve import Workload, run_policy, warmup

@@ -15,6 +15,18 @@ import numpy as np
 from engine.estimators import NAMES
 
 
+def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
+    """ROC AUC of score as a predictor of a 0/1 label (Mann-Whitney, average ranks for ties);
+    NaN when one class is empty."""
+    from scipy.stats import rankdata
+    pos = np.asarray(label).astype(bool)
+    n1, n0 = pos.sum(), (~pos).sum()
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(score)
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def flatten(calib: list[dict]) -> dict[str, np.ndarray]:
     out = {}
     for name in (*NAMES, "truth"):

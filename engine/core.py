@@ -169,7 +169,7 @@ class Engine:
             feats.append(est.features(q, d, entropy))
             if j < k - 1 and self.eagle:
                 logits, self.dkv, hid = self._fwd(self.draft, self.dkv, d[:, None].tolist(), last_only=True,
-                                                feats=list(g[:, None]), hidden=True)
+                                                feats=g[:, None], hidden=True)
                 g = hid[:, 0]
             elif j < k - 1:
                 logits, self.dkv = self._fwd(self.draft, self.dkv, d[:, None].tolist(), last_only=True)

@@ -181,7 +181,7 @@ def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool 
     real new tokens kept. For HF models with last_only (or no logits) the head runs
     on the needed positions only.
     feats: per row [len(tokens[b]), H] features fused with the tokens (a draft that reads the
-    target's hidden states: model.fuse). hidden=True returns (logits, new_state, hidden) with the
+    target's hidden states: model.fuse), or one tensor [B, T, H] when every row has T tokens. hidden=True returns (logits, new_state, hidden) with the
     final (post-norm) hidden states, float32 [B, T, H].
     packed=True: ragged rows cost their real tokens only (see _PACK); outputs at padding positions
     are meaningless (zeros), as they are in the padded layout.
@@ -197,15 +197,17 @@ def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool 
     cache = _wrap(state)
     kw = dict(attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
     if getattr(model, "reads_target_features", False):  # zeros where no features are given (profiling)
-        f = torch.zeros(len(tokens), t, model.config.hidden_size, dtype=dtype, device=dev)
-        for b, fb in enumerate(feats or []):
-            f[b, : fb.shape[0]] = fb
+        if torch.is_tensor(feats):
+            f = feats
+        else:
+            f = torch.zeros(len(tokens), t, model.config.hidden_size, dtype=dtype, device=dev)
+            for b, fb in enumerate(feats or []):
+                f[b, : fb.shape[0]] = fb
         kw["inputs_embeds"] = model.fuse(ids, f)
     else:
         kw["input_ids"] = ids
     rows = torch.arange(len(tokens), device=dev)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    hid = None
     if packed and not bool((n == t).all()):
         _make_packable(model)
         real = (torch.arange(t, device=dev)[None, :] < n[:, None]).reshape(-1)

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_data  # noqa: E402
+from engine.calibration import roc_auc  # noqa: E402
 
 BINS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0001]
 
@@ -72,17 +74,6 @@ def pair_stats(target, draft, windows, batch=8):
         ce_d.append(-lq.gather(-1, y[..., None]).reshape(-1))
     cat = lambda xs: torch.cat(xs).numpy().astype(np.float64)  # noqa: E731
     return dict(match=cat(match), acc=cat(acc), maxq=cat(maxq), margin=cat(margin), ce_target=cat(ce_t), ce_draft=cat(ce_d))
-
-
-def roc_auc(score, label):
-    """Mann-Whitney AUC with average ranks for ties."""
-    from scipy.stats import rankdata
-    label = label.astype(bool)
-    npos, nneg = label.sum(), (~label).sum()
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    r = rankdata(score)
-    return float((r[label].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
 def reliability(maxq, match):

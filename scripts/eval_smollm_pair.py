@@ -24,21 +24,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engine.calibration import roc_auc  # noqa: E402
 from engine.smollm import data  # noqa: E402
 from engine.smollm.draft import PAIR_DIR, load_draft, load_target, load_tokenizer  # noqa: E402
 from engine.smollm.eagle import shift  # noqa: E402
 from engine.smollm.prepare import DEFAULT_DIR, MissingDependency  # noqa: E402
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    """ROC AUC by the rank-sum formula (ties get mid ranks)."""
-    from scipy.stats import rankdata
-    pos = label.astype(bool)
-    n1, n0 = pos.sum(), (~pos).sum()
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(score)
-    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 @torch.no_grad()
@@ -72,7 +62,7 @@ def compare(target, drafts: list, seqs, batch: int = 8) -> list:
     for m, a, c, o in acc:
         m, a, c = (np.concatenate(v) for v in (m, a, c))
         r = {"positions": int(m.size), "greedy_match": round(float(m.mean()), 4),
-             "accept_sum": round(float(a.mean()), 4), "auc": round(auc(c, m), 4)}
+             "accept_sum": round(float(a.mean()), 4), "auc": round(roc_auc(c, m), 4)}
         if o:
             r["own_match"] = round(float(np.concatenate(o).mean()), 4)
         out.append(r)

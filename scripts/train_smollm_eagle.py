@@ -161,6 +161,8 @@ def stage_train(args, target, tok):
     keep, remap, init = base.head_and_init(args, lab, target, tok)
     if args.init_from:                                   # continue an earlier run: its head's token set
         from safetensors.torch import load_file
+        if not (Path(args.init_from) / "draft.safetensors").is_file():
+            raise SystemExit(f"--init-from: no draft.safetensors in {args.init_from}")
         sd = load_file(str(Path(args.init_from) / "draft.safetensors"))
         keep = sd.pop("keep_ids").long()
         remap = torch.full_like(remap, -1)
