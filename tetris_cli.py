@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 # module path -> provides `add_commands(subparsers)`
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from theory.config import ConfigError
 
+    previous = _on_sigterm()
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
@@ -45,6 +47,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    except OSError as err:  # a file-system error no check caught: one line, never a traceback
+        where = f" {err.filename!r}" if getattr(err, "filename", None) else ""
+        print(f"tetris {args.command}: error:{where} {err.strerror or err}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so every `finally` / atomic_folder cleans its temporary files."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm():
+    """Install the SIGTERM handler (main thread only); returns the previous one or None."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (e.g. called from a worker thread)
+        return None
 
 
 if __name__ == "__main__":

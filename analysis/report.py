@@ -233,11 +233,24 @@ def board_from_sim(config: dict, k: int, extra: int, n_requests: int = 16, n_ste
     return boards
 
 
-def plot_board(runs, path) -> str | None:
-    boards = _boards_from_steps(runs)
+def _board_config(path) -> dict:
+    """--board-config: a readable TOML file (one-line error otherwise)."""
+    import tomllib
+
+    from theory.config import ConfigError
+    from theory.outpaths import read_text
+
+    try:
+        return tomllib.loads(read_text(path, "--board-config"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"--board-config {str(path)!r}: invalid TOML: {err}") from None
+
+
+def plot_board(runs, path, board_cfg: dict | None = None) -> str | None:
+    boards = None if board_cfg else _boards_from_steps(runs)
     note = "from steps.csv"
     if boards is None:
-        cfg = next((r["config"] for r in runs if r["config"]), None)
+        cfg = board_cfg or next((r["config"] for r in runs if r["config"]), None)
         if cfg:
             kb = next((best_fixed_k(r["summary"]) for r in runs if best_fixed_k(r["summary"])), None)
             pol = cfg.get("policy", {})
@@ -423,8 +436,11 @@ def validate_table(run) -> list[str]:
 
 
 def run(args) -> int:
+    from theory.outpaths import check_out_dir
+
+    out = check_out_dir(args.out, force=getattr(args, "force", False), inputs=args.runs)
+    board_cfg = _board_config(args.board_config) if getattr(args, "board_config", None) else None
     runs = [load_run(p) for p in args.runs]
-    out = Path(args.out)
     with atomic_folder(out) as tmp:
         rows = _rows(runs)
         md = ["# TETRIS report", "", "Runs: " + ", ".join(f"`{r['path']}`" for r in runs), ""]
@@ -436,7 +452,7 @@ def run(args) -> int:
         md += ["## Acceptance length and VSR vs e", ""]
         md += ["![acceptance](acceptance.png)", ""] if plot_acceptance(rows, tmp / "acceptance.png") else \
               ["(no fixed/tetris rows with e)", ""]
-        note = plot_board(runs, tmp / "board.png")
+        note = plot_board(runs, tmp / "board.png", board_cfg)
         md += ["## Allocation board: fixed k vs TETRIS", "", f"Source: {note}.", "", "![board](board.png)", ""]
         trace = args.trace or next((str(r["path"] / "trace.jsonl") for r in runs if (r["path"] / "trace.jsonl").is_file()), "")
         if trace:

@@ -134,16 +134,37 @@ def run(args) -> int:
         raise ConfigError("workload.arrival: validate makes its own arrivals (--loads); leave it 'offline'")
     if cfg.engine.temperature > 0:
         print("note: temperature > 0: outputs differ between runs, so the trace replay is approximate", file=sys.stderr)
-    out = Path(args.out)
+    from theory.outpaths import check_out_dir
+
+    out = check_out_dir(args.out, force=getattr(args, "force", False))
+    if args.profile:
+        from theory.outpaths import check_in_file
+
+        check_in_file(args.profile, "--profile")
     with atomic_folder(out) as tmp:
         result = _validate(cfg, policies, loads, tmp, args)
+    missed, total = goal_counts(result)
+    verdict = (f"verdict: all {total} accuracy goals met" if not missed else
+               f"verdict: {missed} of {total} accuracy goals MISSED (the simulator is not validated for these)"
+               + ("; exit 1 (--strict)" if getattr(args, "strict", False) else "; exit 0 (the run finished; "
+                  "--strict exits 1)"))
     if args.json:
         print(json.dumps(_contract(result)))
+        print(verdict, file=sys.stderr)
     else:
         print(format_table(error_table(result)))
         print(_goal_line(result))
         print(f"wrote {out}/validate.json, validate.md, scatter.png")
-    return 0
+        print(verdict)
+    return 1 if (missed and getattr(args, "strict", False)) else 0
+
+
+def goal_counts(result: dict) -> tuple[int, int]:
+    """(goals missed, goals checked): one goal per (policy-point, metric in GOALS) with a value."""
+    t = error_table(result)
+    checked = [(n, m) for n in t for m in GOALS if m in t[n] and t[n][m][2] is not None]
+    missed = [(n, m) for n, m in checked if abs(t[n][m][2]) > GOALS[m]]
+    return len(missed), len(checked)
 
 
 def _contract(result: dict) -> dict:

@@ -19,7 +19,9 @@ def add_commands(sub) -> None:
         "greedy, none / fixed k=1..4 / DSD / TETRIS on the committed pair (engine/pair).",
     )
     add_run_arguments(p, "scenario file: the simulate config plus [engine]")
-    p.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>-engine-<scenario>)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>-engine-<scenario>); must be "
+                   "new, or a previous run folder with --force")
+    p.add_argument("--force", action="store_true", help="replace --out if it is a previous run folder of this tool")
     p.add_argument("--dump-outputs", metavar="FILE.jsonl", help="write {id, prompt_ids, output_ids} per request")
     p.add_argument("--calibration-report", metavar="DIR",
                    help="verify every draft and write calibration.json + reliability PNGs per estimator to DIR")
@@ -71,14 +73,22 @@ def comparison_table(results: dict) -> str:
 
 def _engine(args) -> int:
     from engine.serve import run_config, summary_json, write_run
+    from theory.outpaths import check_out_dir, check_out_file
 
     cfg = _load(args)
+    name = Path(args.config).stem if args.config else "default"
+    out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-engine-{name}"
+    check_out_dir(out, force=args.force)  # every output is checked before the (long) run
+    if args.dump_outputs:
+        check_out_file(args.dump_outputs, "--dump-outputs")
+    if args.calibration_report:
+        check_report_dir(args.calibration_report)
+    if cfg.engine.trace_out:
+        check_out_file(cfg.engine.trace_out, "engine.trace_out")
     t0 = time.perf_counter()
     results = run_config(cfg, only=args.policy, progress=not args.quiet,
                          calibration=bool(args.calibration_report))
     wall = time.perf_counter() - t0
-    name = Path(args.config).stem if args.config else "default"
-    out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-engine-{name}"
     write_run(out, cfg, results, dump_outputs=args.dump_outputs)
     if args.calibration_report:
         from engine.calibration import write_report
@@ -93,11 +103,29 @@ def _engine(args) -> int:
     return 0
 
 
+def check_report_dir(path) -> None:
+    """--calibration-report: a new folder, or one holding only files this tool writes."""
+    from theory.config import ConfigError
+    from theory.outpaths import check_out_file, is_run_folder
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--calibration-report {str(p)!r}: exists and is not a folder")
+    if p.is_dir():
+        if any(p.iterdir()) and not is_run_folder(p):
+            raise ConfigError(f"--calibration-report {str(p)!r}: folder holds other files; name a new folder")
+        return
+    check_out_file(p / "calibration.json", "--calibration-report")
+
+
 def _ints(text: str, flag: str) -> list[int]:
     from theory.config import ConfigError
 
+    parts = text.split(",")
+    if any(not x.strip() for x in parts):
+        raise ConfigError(f"{flag}: empty item in {text!r}; expected a comma list of integers such as 1,4,8")
     try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
+        vals = [int(x) for x in parts]
     except ValueError:
         raise ConfigError(f"{flag}: expected a comma list of integers, got {text!r}") from None
     if not vals or min(vals) < 1:
@@ -113,12 +141,20 @@ def _profile(args) -> int:
     batches, tokens, contexts = _ints(args.batch, "--batch"), _ints(args.tokens, "--tokens"), _ints(args.context, "--context")
     if args.repeats < 1:
         raise ConfigError(f"--repeats: expected >= 1, got {args.repeats}")
+    from theory.outpaths import check_out_file
+
+    check_out_file(args.out, "--out")  # before profiling: the measurement is never lost to a bad path
     cfg = _load(args)
     if cfg.engine.threads:
         import torch
 
         torch.set_num_threads(cfg.engine.threads)
     target, draft, _ = load_pair(cfg.engine.pair, cfg.engine.device, cfg.engine.draft_dtype)
+    for name, model in (("target", target), ("draft", draft)):
+        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if limit and max(contexts) + max(tokens) > limit:
+            raise ConfigError(f"--context {max(contexts)}: context + tokens per request = {max(contexts) + max(tokens)} "
+                              f"exceeds the {name}'s max_position_embeddings = {limit}")
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -66,12 +66,17 @@ def write_csv(rows: list[dict], path) -> None:
     from pathlib import Path
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(",".join(COLUMNS) + "\n")
-        for r in rows:
-            fh.write(f"{r['batch']},{r['tokens_per_request']},{r['context']},{r['target_s']:.6g},{r['draft_s']:.6g}\n")
-    tmp.replace(path)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(",".join(COLUMNS) + "\n")
+            for r in rows:
+                fh.write(f"{r['batch']},{r['tokens_per_request']},{r['context']},{r['target_s']:.6g},{r['draft_s']:.6g}\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def step_time_from_rows(rows: list[dict]):

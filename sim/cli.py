@@ -19,7 +19,9 @@ def add_commands(sub) -> None:
         "no speculation, fixed k=1..6, DSD and TETRIS (e=1..3), prints a comparison table and writes a run folder.",
     )
     add_run_arguments(p, "scenario file (default: the embedded paper-like scenario)")
-    p.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>-<scenario>)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>-<scenario>); must be new, "
+                   "or a previous run folder with --force")
+    p.add_argument("--force", action="store_true", help="replace --out if it is a previous run folder of this tool")
     p.add_argument("--steps", action="store_true", help="also write steps.csv (one row per step)")
     p.add_argument("--no-requests", action="store_true", help="do not write requests.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -30,12 +32,18 @@ def _simulate(args) -> int:
     import tomllib
 
     from theory.config import load_config
-    from sim.simulate import comparison_table, run_to_folder, summary_json
+    from theory.outpaths import check_out_dir
+    from sim.simulate import check, comparison_table, run_to_folder, size_warning, summary_json, variants
 
     base = None if args.config else tomllib.loads(DEFAULT_SCENARIO.read_text())
     cfg = load_config(args.config, args.overrides, base=base)
     name = Path(args.config).stem if args.config else "default"
     out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    check_out_dir(out, force=args.force)
+    check(cfg)
+    note = size_warning(cfg, len(variants(cfg, args.policy)))
+    if note:
+        print(note, file=sys.stderr)
     t0 = time.perf_counter()
     results = run_to_folder(out, cfg, only=args.policy, progress=not args.quiet, requests=not args.no_requests,
                             steps=args.steps)

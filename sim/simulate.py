@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import simpy
 
 from theory import runs
@@ -71,13 +72,49 @@ def _resolve(table: dict, done: dict) -> PolicyConfig:
 
 def check(cfg: Config) -> None:
     """Validate cross-field settings before anything runs (ConfigError names the key)."""
-    make_cost(cfg.cost)
+    cost = make_cost(cfg.cost)
+    if not float(np.max(cost.step_s(1, 0, 0, 1.0))) > 0:
+        raise ConfigError(f"cost: a decoding step takes 0 s with cost.model = {cfg.cost.model!r} "
+                          "(throughput would be meaningless); set cost.step_s or cost.per_token_s > 0")
     make_acceptance(cfg)
     num_requests(cfg)  # opens trace / length files
+    if cfg.workload.prompts:
+        from theory.outpaths import check_in_file
+
+        check_in_file(cfg.workload.prompts, "workload.prompts: file")
     for key in ("prompt_len", "output_len"):
         from theory.workload import check_length_dist
 
         check_length_dist(getattr(cfg.workload, key), f"workload.{key}")
+
+
+def _mean_len(d) -> float:
+    """Mean tokens of a length distribution (upper bound for clipped ones)."""
+    if d.dist == "fixed":
+        return float(d.value)
+    if d.dist == "uniform":
+        return 0.5 * (d.low + d.high)
+    if d.dist == "lognormal":
+        return float(min(d.max, d.median * np.exp(0.5 * d.sigma ** 2)))
+    return float(d.max)
+
+
+SIM_TOKENS_PER_S = 1e6  # rough simulated output tokens per second of one core (bench_sim.py order of magnitude)
+
+
+def size_warning(cfg: Config, n_policies: int) -> str | None:
+    """A one-line note when the run will be large (estimated before it starts), else None."""
+    n = num_requests(cfg)
+    out_tokens = n * _mean_len(cfg.workload.output_len)
+    prompt = _mean_len(cfg.workload.prompt_len)
+    secs = n_policies * out_tokens / SIM_TOKENS_PER_S
+    notes = []
+    if secs > 60:
+        notes.append(f"{n:,} requests x {n_policies} policies, ~{out_tokens:.3g} output tokens each: "
+                     f"roughly {secs / 60:.0f} min of simulation")
+    if prompt > 1e6:
+        notes.append(f"mean prompt ~{prompt:.3g} tokens is beyond any real model's context")
+    return ("note: " + "; ".join(notes)) if notes else None
 
 
 # ---------------------------------------------------------------- one policy
@@ -166,8 +203,9 @@ def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_st
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo) * num_requests(cfg), unit="req", file=sys.stderr, disable=None,
-                   desc="simulate", leave=False)
+        tty = sys.stderr.isatty()
+        bar = tqdm(total=len(todo) * num_requests(cfg), unit="req", file=sys.stderr, desc="simulate",
+                   leave=False, mininterval=0.1 if tty else 10.0, delay=0 if tty else 10.0)  # not a TTY: a line every 10 s
     done: dict[str, PolicyResult] = {}
     try:
         for label, table in todo:

@@ -49,7 +49,7 @@ def test_public_contract_json(tmp_path, capsys):
     assert 1.0 < m["acceptance_length"] <= 6.0 and len(m["per_position_acceptance"]) == 5
     assert (out / "summary.json").read_text() == json.dumps(summary, indent=2) + "\n"
     # --policy runs only that policy from [policy]; --set overrides a key
-    assert main(["simulate", "--config", str(f), "--json", "--quiet", "--out", str(out), "--policy", "fixed",
+    assert main(["simulate", "--config", str(f), "--json", "--quiet", "--out", str(out), "--force", "--policy", "fixed",
                  "--set", "workload.num_requests=64"]) == 0
     fixed = json.loads(capsys.readouterr().out)["policies"]["fixed"]
     assert fixed["num_requests"] == 64 and len(fixed["per_position_acceptance"]) == 3
@@ -61,7 +61,7 @@ def test_default_scenario_table_and_run_folder(tmp_path, capsys):
     text = capsys.readouterr().out
     for label in ("none", "fixed-k1", "fixed-k6", "dsd", "tetris-kbest-e1", "tetris-kbest-e3", "vs best fixed", "VSR"):
         assert label in text
-    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "requests.csv", "steps.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".tetris-run", "config.toml", "requests.csv", "steps.csv", "summary.json"]
     policies = json.loads((out / "summary.json").read_text())["policies"]
     assert len(policies) == 11 and all(p["num_requests"] == 512 for p in policies.values())
     rows = (out / "requests.csv").read_text().splitlines()

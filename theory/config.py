@@ -242,11 +242,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
     data: dict = copy.deepcopy(base) if base else {}
     if path is not None:
+        from theory.outpaths import read_text
+
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found")
+        text = read_text(p, "config file")
         try:
-            file_data = tomllib.loads(p.read_text())
+            file_data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file {str(p)!r}: invalid TOML: {err}") from None
         _deep_merge(data, file_data)

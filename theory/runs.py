@@ -122,14 +122,27 @@ def summary_json(summaries: dict[str, dict]) -> str:
 @contextlib.contextmanager
 def atomic_folder(out: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `out`; on success it replaces `out`,
-    on any error it is removed and `out` is left as it was."""
+    on any error (Ctrl-C and SIGTERM included) it is removed and `out` is left as it was.
+
+    `out` may already exist only as a previous run folder of this tool (callers check
+    that before the run with theory.outpaths.check_out_dir, which also asks for --force);
+    a folder of other files or a file is never replaced. The new folder carries the
+    `.tetris-run` marker."""
+    from theory.outpaths import MARKER, is_run_folder
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    if out.exists() and not (out.is_dir() and (is_run_folder(out) or not any(out.iterdir()))):
+        raise ConfigError(f"--out {str(out)!r}: exists and is not a run folder of this tool; refusing to replace it")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as err:
+        raise ConfigError(f"--out {str(out)!r}: cannot create the run folder: {err.strerror or err}") from None
+    try:
+        (tmp / MARKER).write_text("tetris run folder: --force may replace it\n")
         yield tmp
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -47,7 +47,7 @@ def is_prepared(out: Path = DEFAULT_DIR) -> bool:
 def target_dir(out: Path = DEFAULT_DIR) -> Path:
     """The prepared folder, or MissingDependency naming the command that makes it."""
     if not is_prepared(out):
-        raise MissingDependency(f"SmolLM2 target not prepared in {out}; run: python -m engine.smollm.prepare --out {out}")
+        raise MissingDependency(f"SmolLM2 target not prepared in {out}; run: tetris smollm prepare" + (f" --out {out}" if Path(out) != DEFAULT_DIR else ""))
     return Path(out)
 
 
