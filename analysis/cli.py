@@ -37,8 +37,11 @@ def add_commands(sub) -> None:
     p.add_argument("--slo-ttft-p99", type=float, default=0.0, metavar="S", help="p99 TTFT SLO (s); 0 = none")
     p.add_argument("--qps", type=float, required=True, metavar="Q", help="aggregate request rate to serve (req/s)")
     _config_args(p)
-    p.add_argument("--seeds", type=int, default=3, help="seeds per probed rate (default 3)")
-    p.add_argument("--rounds", type=int, default=6, help="bisection rounds after bracketing (default 6)")
+    p.add_argument("--seeds", type=int, default=5,
+                   help="independent replications (seeds) per refined candidate; the answer is their mean with a "
+                   "95%% t interval (default 5)")
+    p.add_argument("--rounds", type=int, default=7,
+                   help="bisection rounds in (0, saturation) per seed; resolution saturation/2^rounds (default 7)")
     p.add_argument("--k", default="1,2,3,4", help="fixed-k windows searched (default 1,2,3,4); dsd max_k = max")
     p.add_argument("--extra", default="1,2,3", help="tetris extra tokens e (default 1,2,3)")
     p.add_argument("--tetris-k", default="", help="tetris k values (default: the --k list)")

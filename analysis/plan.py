@@ -1,13 +1,17 @@
 """Capacity planning: the highest request rate per replica that meets the SLOs.
 
-For each candidate policy (none, fixed k, dsd, tetris k/e) a bisection on
-workload.rate (Poisson arrivals) finds the largest rate whose p99 TTFT and p99
-TPOT, averaged over seeds, stay within the SLOs. All candidates advance one
-bisection round at a time, and each round's (candidate, rate, seed) points run
-as one Dask sweep (analysis.sweep), cached in OUT/points/: a killed plan
-restarted with the same arguments reruns nothing it had finished.
+For each candidate policy (none, fixed k, dsd, tetris k/e) and each seed (an
+independent replication), a bisection on workload.rate (Poisson arrivals) in
+(0, saturation throughput) finds the largest rate whose steady-state p99 TTFT
+and p99 TPOT (analysis.plan_steady) meet the SLOs without a growing queue. The
+answer is the mean over replications with a Student-t confidence interval. All
+(candidate, seed) pairs advance one bisection round at a time, and each round's
+points run as one Dask sweep (analysis.sweep), cached in OUT/points/: a killed
+plan restarted with the same arguments reruns nothing it had finished.
 
-    rates = search_max_rates(names, probe, hi0, rounds)   # probe(list[(name, rate)]) -> list[bool]
+    br = bisect_rates(keys, probe, hi, rounds)    # probe(list[(key, rate)]) -> list[bool]
+    mean, half = confidence(values)               # 95% t interval of the mean
+    rates = search_max_rates(names, probe, hi0, rounds)   # older bracket-then-bisect search
 """
 from __future__ import annotations
 
@@ -68,6 +72,40 @@ def search_max_rates(
     return br
 
 
+def bisect_rates(keys: Sequence, probe: Callable[[list], list[bool]], hi: dict, rounds: int) -> dict:
+    """Bisection of every key at once in (0, hi[key]): hi itself is never met (saturation).
+
+    Each round probes the midpoint of every key's bracket in one batch. After
+    `rounds` rounds each bracket is hi / 2**rounds wide; lo = 0 if nothing was met."""
+    br = {k: Bracket(lo=0.0, hi=float(hi[k])) for k in keys}
+    for _ in range(rounds):
+        pts = [(k, 0.5 * (b.lo + b.hi)) for k, b in br.items()]
+        for (k, r), ok in zip(pts, probe(pts)):
+            br[k].probes.append((r, bool(ok)))
+            if ok:
+                br[k].lo = r
+            else:
+                br[k].hi = r
+    return br
+
+
+def confidence(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width of the two-sided Student-t interval); half = inf for one value."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.inf
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+
+
+def family(name: str) -> str:
+    """Policy family of a candidate name: none, fixed, dsd, tetris."""
+    return name.split()[0]
+
+
 def replicas_needed(qps: float, max_rate: float) -> float:
     """Replicas for an aggregate qps at max_rate per replica (inf if none meets the SLOs)."""
     if max_rate <= 0:
@@ -85,6 +123,12 @@ def candidates(ks: Sequence[int], extras: Sequence[int], tetris_ks: Sequence[int
         for e in extras:
             out[f"tetris k={k} e={e}"] = {"name": "tetris", "k": k, "extra": e}
     return out
+
+
+def goodput_candidates(ks: Sequence[int], extras: Sequence[int]) -> dict[str, dict]:
+    """TETRIS with the goodput-sized budget (the budget search): K = max k + min e drafts."""
+    k, e = max(ks), min(extras)
+    return {f"tetris goodput K={k + e}": {"name": "tetris", "k": k, "extra": e, "budget": "goodput"}}
 
 
 def meets(summaries: list[dict], slo_ttft: float, slo_tpot: float) -> bool:

@@ -147,11 +147,13 @@ def run_sweep(
     base_path: str | None = None,
     progress: bool = True,
     desc: str = "sweep",
+    tally: dict | None = None,
 ) -> dict[str, Any]:
     """Run fn on every config not yet in out_dir; return {key: result} for all of them.
 
     `fn` must be importable by the workers (a module-level function). Results are
     written as they finish, so a killed sweep keeps every finished config.
+    tally (optional dict) gets "cached" and "computed" counts added.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,6 +171,9 @@ def run_sweep(
             results[key] = stored
         else:
             todo[key] = to_toml(config)
+    if tally is not None:
+        tally["cached"] = tally.get("cached", 0) + len(results)
+        tally["computed"] = tally.get("computed", 0) + len(todo)
     if todo:
         _run(todo, fn, out, results, scheduler, client, n_workers, processes, progress, desc)
     return {k: results[k] for k in order}

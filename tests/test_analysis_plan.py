@@ -78,19 +78,59 @@ def test_plan_on_the_real_simulator_tiny_and_resumes(tmp_path, capsys):
 
     argv = ["plan", "--slo-tpot-p99", "0.03", "--slo-ttft-p99", "1.0", "--qps", "50", "--k", "1,2", "--extra", "1",
             "--tetris-k", "2", "--seeds", "2", "--rounds", "3", "--scheduler", "serial", "--quiet",
-            "--set", "workload.num_requests=32", "--set", "server.max_batch=4", "--set", "workload.output_len={dist='fixed', value=24}",
+            "--set", "workload.num_requests=64", "--set", "server.max_batch=4", "--set", "workload.output_len={dist='fixed', value=24}",
             "--out", str(tmp_path / "plan")]
     assert tetris_cli.main(argv) == 0
     out = capsys.readouterr().out
     plan_json = json.loads((tmp_path / "plan" / "plan.json").read_text())
-    assert set(plan_json["policies"]) == {"none", "fixed k=1", "fixed k=2", "dsd", "tetris k=2 e=1"}
+    assert set(plan_json["policies"]) == {"none", "fixed k=1", "fixed k=2", "dsd", "tetris k=2 e=1", "tetris goodput K=3"}
     for row in plan_json["policies"].values():
-        assert row["max_rate"] > 0 and row["upper_rate"] > row["max_rate"]
+        assert 0 < row["max_rate"] < row["saturation_rps"]  # never at or above saturation
         assert row["replicas"] == math.ceil(50 / row["max_rate"])
         assert row["at_max_rate"]["p99_tpot_s"] <= 0.03 and row["at_max_rate"]["p99_ttft_s"] <= 1.0
-    assert plan_json["best"]["max_rate"] == max(r["max_rate"] for r in plan_json["policies"].values())
-    assert "best:" in out and (tmp_path / "plan" / "plan.png").stat().st_size > 1000
+        if row["stage"] == "refined":
+            assert len(row["per_seed"]) == 2 and row["ci95"] is not None
+    fams = plan_json["family_best"]
+    assert set(fams) == {"none", "fixed", "dsd", "tetris"}
+    assert plan_json["best"]["max_rate"] == max(plan_json["policies"][n]["max_rate"] for n in fams.values())
+    assert "best:" in out and "resumed" not in out and (tmp_path / "plan" / "plan.png").stat().st_size > 1000
     points = sorted(p.name for p in (tmp_path / "plan" / "points").rglob("*.json"))
     assert tetris_cli.main(argv) == 0  # restart: every point comes from the cache, same answer
+    assert "resumed:" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "plan" / "points").rglob("*.json")) == points
-    assert json.loads((tmp_path / "plan" / "plan.json").read_text()) == plan_json
+    again = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert again["points"]["computed"] == 0
+    assert {k: v for k, v in again.items() if k != "points"} == {k: v for k, v in plan_json.items() if k != "points"}
+
+
+def test_plan_tpot_only_slo_stays_below_saturation(tmp_path):
+    """The issue's case: a TPOT-only SLO once gave 1973 req/s; a growing queue must fail the probe."""
+    from analysis.plan_run import PLAN_BASE, search
+    from theory.config import load_config
+
+    base = load_config(None, ["slo.tpot_s=0.05", "workload.num_requests=600"], base=PLAN_BASE)
+    res = search(base, {"fixed k=2": {"name": "fixed", "k": 2}}, [0, 1], 4, tmp_path, scheduler="serial",
+                 progress=False, screen_rounds=3, keep=1)
+    row = res["policies"]["fixed k=2"]
+    assert 0 < row["max_rate"] < row["saturation_rps"]
+    over = [p for p in res["probes"]["fixed k=2"] if p["rate"] > row["saturation_rps"] * 0.99]
+    assert all(p["overloaded"] for p in over)
+
+
+def test_steady_window_and_growth_detection():
+    """Warm-up deletion drops the ramp; a linearly growing TTFT is called overloaded, a flat one is not."""
+    import numpy as np
+
+    from analysis.plan_steady import steady_metrics, window
+
+    n = 2000
+    arr = np.arange(n) / 10.0
+    flat = {"arrival_s": arr, "first_token_s": arr + 0.1 + 0.01 * np.random.default_rng(0).random(n),
+            "output_len": np.full(n, 10)}
+    flat["finish_s"] = flat["first_token_s"] + 0.9
+    grow = dict(flat, first_token_s=arr + 0.1 + 0.05 * arr)
+    grow["finish_s"] = grow["first_token_s"] + 0.9
+    idx = window(flat)
+    assert idx.size == int(0.9 * n) - int(0.2 * n) and idx.min() == int(0.2 * n)
+    assert not steady_metrics(flat)["overloaded"]
+    assert steady_metrics(grow)["overloaded"]  # negative control of the flat case
