@@ -127,6 +127,9 @@ def test_profile_table_reads_in_simulator(pair, tmp_path, capsys):
     t = Table(str(out))
     assert t.target(2, 3, 16) > 0 and t.has_draft
     assert main(["profile", "--set", f'engine.pair="{pair}"', "--batch", "0", "--out", str(tmp_path / "x.csv")]) == 2
+    # beyond the pair's positions: rejected before profiling, not a hang
+    assert main(["profile", "--set", f'engine.pair="{pair}"', "--context", "100000", "--out", str(tmp_path / "y.csv")]) == 2
+    assert "max_position_embeddings" in capsys.readouterr().err and not (tmp_path / "y.csv").exists()
 
 
 def test_calibration_report(pair, tmp_path, capsys):
