@@ -106,36 +106,49 @@ def _rows(runs) -> list[dict]:
             fam, k, e = policy_params(name, m)
             if k is None and "kbest" in name:  # the simulator's k = "best_fixed" label
                 k = kbest
-            rows.append({"run": run["path"].name, "name": name, "family": fam, "k": k, "e": e, **m})
+            rows.append({"run": run["path"].name, "name": name, "family": fam, "k": k, "e": e,
+                         "source": run_source(m), **m})
     return rows
 
 
+def run_source(metrics: dict) -> str:
+    """'engine' for a measured run (its summary names the estimator), else 'simulator'."""
+    return "engine" if "estimator" in metrics else "simulator"
+
+
 def plot_throughput(rows, path) -> bool:
-    series: dict[str, list] = {}
-    flat: dict[str, float] = {}
-    for r in rows:
-        if r.get("output_throughput") is None:
-            continue
-        if r["family"] in ("fixed", "tetris", "threshold", "oracle") and r["k"] is not None:
-            label = f"{r['run']}: {r['family']}" + (f" e={r['e']}" if r["family"] != "fixed" and r["e"] is not None else "")
-            series.setdefault(label, []).append((r["k"], r["output_throughput"]))
-        else:
-            flat[f"{r['run']}: {r['name']}"] = r["output_throughput"]
-    if not series:
+    """Throughput vs k, one panel per source (simulated and measured runs never share an axis)."""
+    sources = [src for src in ("simulator", "engine") if any(r.get("source") == src for r in rows)]
+    panels = []
+    for src in sources:
+        series: dict[str, list] = {}
+        flat: dict[str, float] = {}
+        for r in rows:
+            if r.get("output_throughput") is None or r.get("source") != src:
+                continue
+            if r["family"] in ("fixed", "tetris", "threshold", "oracle") and r["k"] is not None:
+                label = f"{r['run']}: {r['family']}" + (f" e={r['e']}" if r["family"] != "fixed" and r["e"] is not None else "")
+                series.setdefault(label, []).append((r["k"], r["output_throughput"]))
+            else:
+                flat[f"{r['run']}: {r['name']}"] = r["output_throughput"]
+        if series:
+            panels.append((src, series, flat))
+    if not panels:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label, pts in sorted(series.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
-                linestyle="--" if ": fixed" in label else "-")
-    for i, (label, y) in enumerate(sorted(flat.items())):
-        ax.axhline(y, color=f"C{(i + len(series)) % 10}", linestyle=":", label=label)
-    ax.set_xlabel("k (window; TETRIS capacity k*N)")
-    ax.set_ylabel("output throughput (tokens/s)")
-    ax.set_title("Throughput vs k per policy and e")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 4.2 * len(panels)), squeeze=False)
+    for ax, (src, series, flat) in zip(axes[:, 0], panels):
+        for label, pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
+                    linestyle="--" if ": fixed" in label else "-")
+        for i, (label, y) in enumerate(sorted(flat.items())):
+            ax.axhline(y, color=f"C{(i + len(series)) % 10}", linestyle=":", label=label)
+        ax.set_xlabel("k (window; TETRIS capacity k*N)")
+        ax.set_ylabel("output throughput (tokens/s)")
+        ax.set_title(f"Throughput vs k per policy and e: {'measured (engine)' if src == 'engine' else 'simulated'} runs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     _save(fig, path)
     return True
 
@@ -159,7 +172,7 @@ def plot_acceptance(rows, path) -> bool:
         ax.set_xlabel("e (extra drafted tokens; e=0: fixed k)")
         ax.set_ylabel(lab)
         ax.grid(alpha=0.3)
-    a1.legend(fontsize=7)
+    a2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.suptitle("Acceptance length and VSR vs e")
     _save(fig, path)
     return True
@@ -281,6 +294,13 @@ def plot_board(runs, path, board_cfg: dict | None = None) -> str | None:
         ax.set_xlabel("step")
         ax.set_ylabel("request")
     fig.colorbar(im, ax=list(axes[0]), label="window L_i")
+    if note != "from steps.csv":
+        engine_only = all(run_source(m) == "engine" for r in runs for m in r["summary"].values() if isinstance(m, dict))
+        fig.suptitle(("NOT the engine's steps: " if engine_only else "") + "simulated board ("
+                     + ("--board-config rerun" if board_cfg else "config rerun in the simulator with its acceptance model")
+                     + ")", fontsize=9, y=1.02)
+        if engine_only:
+            note = "NOT the engine's own steps (an engine run folder has no per-request windows): " + note
     _save(fig, path)
     return note
 
@@ -351,10 +371,10 @@ def plot_pair(trace_path, path) -> dict | None:
     idx = np.clip(np.digitize(e1, bins) - 1, 0, 9)
     rate = [first[idx == b].mean() if np.any(idx == b) else np.nan for b in range(10)]
     axes[1].plot((bins[:-1] + bins[1:]) / 2, rate, marker="o", label="observed")
-    axes[1].plot([0, 1], [0, 1], "k:", label="calibrated")
+    axes[1].plot([0, 1], [0, 1], "k:", label="y = x (estimate = observed rate)")
     axes[1].set_xlabel("estimate a_i1")
     axes[1].set_ylabel("acceptance of draft 1")
-    axes[1].legend()
+    axes[1].legend(fontsize=7, loc="upper left")
     with np.errstate(invalid="ignore"):
         axes[2].bar(np.arange(1, pos.size + 1), pos / np.maximum(cnt, 1))
     axes[2].set_xlabel("draft position j")
