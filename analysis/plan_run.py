@@ -300,18 +300,20 @@ def _plot(result: dict, path: Path) -> None:
         for f, n in fams.items():
             pts = sorted((p["rate"], p[key]) for p in result["probes"][n] if p.get(key) is not None and not p.get("overloaded"))
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", color=colors[f], alpha=0.6, label=n)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", color=colors[f], alpha=0.6, label=f"{f}: {n}")
             r = result["policies"][n]
             if r["max_rate"] > 0:
                 ax.axvline(r["max_rate"], color=colors[f], lw=1.2)
                 if r["ci95"]:
                     ax.axvspan(r["max_rate"] - r["ci95"], r["max_rate"] + r["ci95"], color=colors[f], alpha=0.12)
         ax.axhline(slo, color="k", ls="--", lw=1, label=f"SLO {slo:g} s")
-        ax.set_yscale("log")
+        if key == "p99_ttft_s":
+            ax.set_yscale("log")
         ax.set_xlabel("request rate per replica (req/s)")
-        ax.set_ylabel(label + ", steady-state window, per seed")
+        ax.set_ylabel(label + " (steady-state window)")
         ax.set_title(f"{label}: probes (dots), chosen rate +- 95% CI (line, band)", fontsize=9)
         ax.grid(alpha=0.3)
+    fig.subplots_adjust(wspace=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
