@@ -130,3 +130,33 @@ def test_sigterm_cleans_the_temporary_folder(tmp_path):
     assert rc == 143, proc.stderr.read().decode()
     assert not any(".tmp-" in p.name for p in tmp_path.iterdir())
     assert not out.exists()
+
+
+def test_validate_verdict_and_strict(tmp_path, capsys, monkeypatch):
+    """A finished validate exits 0 with a verdict line; --strict exits 1 when a goal is missed."""
+    import analysis.validate as v
+
+    fake = {"policies": {
+        "none@offline": {"measured": {"output_throughput": 100.0, "mean_tpot_s": 0.010},
+                         "simulated": {"output_throughput": 101.0, "mean_tpot_s": 0.0101}},
+        "tetris@offline": {"measured": {"output_throughput": 100.0, "mean_tpot_s": 0.010},
+                           "simulated": {"output_throughput": 120.0, "mean_tpot_s": 0.0101}}}}
+    monkeypatch.setattr(v, "_validate", lambda *a, **k: fake)
+    assert v.goal_counts(fake) == (1, 4)
+    assert tetris_cli.main(["validate", "--out", str(tmp_path / "a")]) == 0
+    assert "verdict: 1 of 4 accuracy goals MISSED" in capsys.readouterr().out
+    assert tetris_cli.main(["validate", "--strict", "--out", str(tmp_path / "b")]) == 1
+    fake["policies"]["tetris@offline"]["simulated"]["output_throughput"] = 102.0  # negative control: all met
+    assert tetris_cli.main(["validate", "--strict", "--out", str(tmp_path / "c")]) == 0
+    assert "verdict: all 4 accuracy goals met" in capsys.readouterr().out
+
+
+def test_size_warning_before_huge_runs():
+    from sim.simulate import size_warning
+    from theory.config import load_config
+
+    assert size_warning(load_config(None, []), 1) is None
+    big = load_config(None, ["workload.num_requests=1000000000"])
+    assert "1,000,000,000 requests" in size_warning(big, 3)
+    long_prompts = load_config(None, ["workload.prompt_len.value=10000000"])
+    assert "context" in size_warning(long_prompts, 1)
