@@ -186,7 +186,9 @@ def _store(out: Path, key: str, toml_text: str, result: Any) -> None:
 def _run(todo, fn, out, results, scheduler, client, n_workers, processes, progress, desc):
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), desc=desc, file=sys.stderr, disable=None if progress else True, leave=False)
+    tty = sys.stderr.isatty()  # not a TTY: one progress line every 10 s instead of none
+    bar = tqdm(total=len(todo), desc=desc, file=sys.stderr, disable=not progress, leave=False,
+               mininterval=0.1 if tty else 10.0, delay=0 if tty else 10.0)
     try:
         if scheduler == "serial":
             for key, text in todo.items():
