@@ -40,6 +40,8 @@ def _plt():
 def load_run(path: str | Path) -> dict:
     """{'path', 'summary': {name: metrics}, 'config': dict, 'validate': dict|None, 'steps': Path|None}."""
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"run folder {str(p)!r}: is a file, not a folder")
     if not p.is_dir():
         raise ConfigError(f"run folder {str(p)!r} not found")
     run = {"path": p, "summary": {}, "config": {}, "validate": None, "steps": None, "requests": None}

@@ -22,11 +22,11 @@ HELDOUT_LISTS = ("heldout.txt", "heldout_files.txt")
 
 
 def read_prompts_file(path: str, tokenizer) -> list[list[int]]:
+    from theory.outpaths import read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"workload.prompts: file {path!r} not found")
     out = []
-    for lineno, line in enumerate(p.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text(p, "workload.prompts: file").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -78,9 +78,9 @@ def step_time_for(cfg: Config, target, draft, wl: Workload):
     from engine.profile import profile, step_time_from_rows
 
     if cfg.cost.model == "table" and cfg.cost.table:
-        p = Path(cfg.cost.table)
-        if not p.is_file():
-            raise ConfigError(f"cost.table: profile table {cfg.cost.table!r} not found")
+        from theory.outpaths import check_in_file
+
+        p = check_in_file(cfg.cost.table, "cost.table: profile table")
         with open(p, newline="") as fh:
             try:
                 rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in csv.DictReader(fh)]

@@ -108,9 +108,12 @@ class Table:
     """Multilinear interpolation over a full (batch, tokens_per_request, context) grid."""
 
     def __init__(self, path: str, key: str = "cost.table"):
+        from theory.outpaths import check_in_file
+
         p = Path(path)
-        if not path or not p.is_file():
+        if not path:
             raise ConfigError(f"{key}: profile table {path!r} not found")
+        check_in_file(p, f"{key}: profile table")
         with open(p, newline="") as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in TABLE_COLUMNS[:4] if c not in (reader.fieldnames or [])]

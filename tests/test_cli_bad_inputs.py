@@ -56,6 +56,12 @@ CASES = [
     ("profile-out-parent-file", ["profile", "--out", "{file}/x.csv"], 2, "is a file"),
     ("profile-out-is-dir", ["profile", "--out", "{notes}"], 2, "is a folder"),
     ("profile-batch-empty-item", ["profile", "--batch", "1,,", "--out", "{tmp}/p.csv"], 2, "empty item"),
+    ("cost-table-devnull", ["simulate", *SIM_FAST, "--set", 'cost.model="table"', "--set", 'cost.table="/dev/null"',
+                            "--out", "{tmp}/r"], 2, "not a regular file"),
+    ("trace-is-dir", ["simulate", *SIM_FAST, "--set", 'workload.arrival="trace"', "--set", 'workload.trace="{cfgdir}"',
+                      "--out", "{tmp}/r"], 2, "is a folder"),
+    ("report-run-is-file", ["report", "{file}", "--out", "{tmp}/r"], 2, "is a file"),
+    ("validate-profile-devnull", ["validate", "--profile", "/dev/null", "--out", "{tmp}/v"], 2, "not a regular file"),
     ("validate-out-file", ["validate", "--out", "{file}"], 2, "not a folder"),
 ]
 

@@ -119,11 +119,13 @@ def acceptance_uniforms(seed: int, ids, positions, stream_id: int = STREAM_ACCEP
 # ---------------------------------------------------------------- lengths
 
 def _read_int_file(path: str, key: str) -> np.ndarray:
-    p = Path(path)
-    if not path or not p.is_file():
+    from theory.outpaths import read_text
+
+    if not path:
         raise ConfigError(f"{key}.path: empirical length file {path!r} not found")
+    text = read_text(path, f"{key}.path: empirical length file")
     try:
-        values = np.array([int(float(s)) for s in p.read_text().split()], dtype=np.int64)
+        values = np.array([int(float(s)) for s in text.split()], dtype=np.int64)
     except ValueError:
         raise ConfigError(f"{key}.path: {path!r} must hold one integer per line") from None
     if values.size == 0 or values.min() < 1:
@@ -176,10 +178,12 @@ def _sharegpt_rows(data) -> list[dict]:
 
 def read_trace_file(path: str, key: str = "workload.trace") -> dict[str, np.ndarray]:
     """Columns arrival_s (optional), prompt_len, output_len from JSONL, CSV or ShareGPT JSON."""
+    from theory.outpaths import read_text
+
     p = Path(path)
-    if not path or not p.is_file():
+    if not path:
         raise ConfigError(f"{key}: trace file {path!r} not found")
-    text = p.read_text()
+    text = read_text(p, f"{key}: trace file")
     rows: list[dict]
     try:
         if p.suffix.lower() == ".csv":
