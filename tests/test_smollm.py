@@ -24,7 +24,7 @@ def test_missing_gguf_package_message(monkeypatch):
 
 
 def test_unprepared_target_names_command(tmp_path):
-    with pytest.raises(prepare.MissingDependency, match="python -m engine.smollm.prepare"):
+    with pytest.raises(prepare.MissingDependency, match="tetris smollm prepare"):
         prepare.target_dir(tmp_path)
 
 
@@ -203,7 +203,7 @@ def test_load_pair_unprepared_names_command(monkeypatch, tmp_path):
     from engine.models import load_pair
     from theory.config import ConfigError
     monkeypatch.setattr(prepare, "DEFAULT_DIR", tmp_path / "missing")
-    with pytest.raises(ConfigError, match="engine.pair: smollm_pair: .*python -m engine.smollm.prepare"):
+    with pytest.raises(ConfigError, match="engine.pair: smollm_pair: .*tetris smollm prepare"):
         load_pair("smollm")
 
 

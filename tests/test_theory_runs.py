@@ -37,13 +37,13 @@ def test_check_hook_sees_every_variant():
 def test_atomic_folder_replaces_only_on_success(tmp_path):
     out = tmp_path / "run"
     with atomic_folder(out) as tmp:
-        (tmp / "a.txt").write_text("1")
-    assert (out / "a.txt").read_text() == "1"
+        (tmp / "a.json").write_text("1")
+    assert (out / "a.json").read_text() == "1"
     with pytest.raises(RuntimeError):
         with atomic_folder(out) as tmp:
-            (tmp / "a.txt").write_text("2")
+            (tmp / "a.json").write_text("2")
             raise RuntimeError("boom")
-    assert (out / "a.txt").read_text() == "1"  # the old run is intact
+    assert (out / "a.json").read_text() == "1"  # the old run is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temp folder left
 
 
@@ -54,3 +54,18 @@ def test_summary_json_is_json_safe():
 
     text = summary_json({"x": {"a": np.float64(1.5), "b": float("nan"), "c": [np.int64(2)]}})
     assert json.loads(text) == {"policies": {"x": {"a": 1.5, "b": None, "c": [2]}}}
+
+
+def test_atomic_folder_never_replaces_user_files(tmp_path):
+    """Even a caller that skipped theory.outpaths.check_out_dir cannot replace a folder of other files or a file."""
+    from theory.config import ConfigError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    (tmp_path / "f.txt").write_text("keep")
+    for target in (tmp_path / "mine", tmp_path / "f.txt"):
+        with pytest.raises(ConfigError):
+            with atomic_folder(target):
+                pass
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep" and (tmp_path / "f.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "mine"]
