@@ -8,6 +8,7 @@ from pathlib import Path
 from theory.runs import add_run_arguments
 
 DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
+ENGINE_TOKENS_PER_S = 700.0  # rough output tokens/s of the committed pair on CPU (docs/engine.md order of magnitude)
 
 
 def add_commands(sub) -> None:
@@ -85,6 +86,12 @@ def _engine(args) -> int:
         check_report_dir(args.calibration_report)
     if cfg.engine.trace_out:
         check_out_file(cfg.engine.trace_out, "engine.trace_out")
+    from theory.runs import policy_variants
+    from theory.workload import size_note
+
+    note = size_note(cfg, len(policy_variants(cfg, args.policy)), ENGINE_TOKENS_PER_S, "engine time")
+    if note:
+        print(note + f" (at ~{ENGINE_TOKENS_PER_S:.0f} tokens/s, the committed pair on one CPU core)", file=sys.stderr)
     t0 = time.perf_counter()
     results = run_config(cfg, only=args.policy, progress=not args.quiet,
                          calibration=bool(args.calibration_report))

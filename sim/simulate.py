@@ -88,33 +88,14 @@ def check(cfg: Config) -> None:
         check_length_dist(getattr(cfg.workload, key), f"workload.{key}")
 
 
-def _mean_len(d) -> float:
-    """Mean tokens of a length distribution (upper bound for clipped ones)."""
-    if d.dist == "fixed":
-        return float(d.value)
-    if d.dist == "uniform":
-        return 0.5 * (d.low + d.high)
-    if d.dist == "lognormal":
-        return float(min(d.max, d.median * np.exp(0.5 * d.sigma ** 2)))
-    return float(d.max)
-
-
 SIM_TOKENS_PER_S = 1e6  # rough simulated output tokens per second of one core (bench_sim.py order of magnitude)
 
 
 def size_warning(cfg: Config, n_policies: int) -> str | None:
     """A one-line note when the run will be large (estimated before it starts), else None."""
-    n = num_requests(cfg)
-    out_tokens = n * _mean_len(cfg.workload.output_len)
-    prompt = _mean_len(cfg.workload.prompt_len)
-    secs = n_policies * out_tokens / SIM_TOKENS_PER_S
-    notes = []
-    if secs > 60:
-        notes.append(f"{n:,} requests x {n_policies} policies, ~{out_tokens:.3g} output tokens each: "
-                     f"roughly {secs / 60:.0f} min of simulation")
-    if prompt > 1e6:
-        notes.append(f"mean prompt ~{prompt:.3g} tokens is beyond any real model's context")
-    return ("note: " + "; ".join(notes)) if notes else None
+    from theory.workload import size_note
+
+    return size_note(cfg, n_policies, SIM_TOKENS_PER_S, "simulation")
 
 
 # ---------------------------------------------------------------- one policy

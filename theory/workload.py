@@ -224,6 +224,33 @@ def _gaps(w, rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.gamma(shape, 1.0 / (w.rate * shape), size=n)
 
 
+def mean_length(d: LengthDist) -> float:
+    """Mean tokens of a length distribution (upper bound for clipped ones)."""
+    if d.dist == "fixed":
+        return float(d.value)
+    if d.dist == "uniform":
+        return 0.5 * (d.low + d.high)
+    if d.dist == "lognormal":
+        return float(min(d.max, d.median * np.exp(0.5 * d.sigma ** 2)))
+    return float(d.max)
+
+
+def size_note(cfg: Config, n_policies: int, tokens_per_s: float, what: str) -> str | None:
+    """'note: ...' when a run is estimated (before it starts) to take over a minute at
+    tokens_per_s output tokens per second, or has prompts beyond any real context; else None."""
+    n = num_requests(cfg)
+    out_tokens = n * mean_length(cfg.workload.output_len)
+    prompt = mean_length(cfg.workload.prompt_len)
+    secs = n_policies * out_tokens / tokens_per_s
+    notes = []
+    if secs > 60:
+        notes.append(f"{n:,} requests x {n_policies} policies, ~{out_tokens:.3g} output tokens each: "
+                     f"roughly {secs / 60:.0f} min of {what}")
+    if prompt > 1e6:
+        notes.append(f"mean prompt ~{prompt:.3g} tokens is beyond any real model's context")
+    return ("note: " + "; ".join(notes)) if notes else None
+
+
 def num_requests(cfg: Config) -> int:
     """How many requests the workload yields (a trace may hold fewer than num_requests)."""
     w = cfg.workload
