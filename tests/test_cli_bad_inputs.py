@@ -166,3 +166,15 @@ def test_size_warning_before_huge_runs():
     assert "1,000,000,000 requests" in size_warning(big, 3)
     long_prompts = load_config(None, ["workload.prompt_len.value=10000000"])
     assert "context" in size_warning(long_prompts, 1)
+
+
+def test_read_only_parent_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    """A parent folder without write permission (simulated: the tests may run as root, who bypasses modes)."""
+    import theory.outpaths as op
+
+    monkeypatch.setattr(op.os, "access", lambda path, mode: Path(path) != tmp_path)
+    assert tetris_cli.main(["simulate", *SIM_FAST, "--out", str(tmp_path / "x")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert tetris_cli.main(["profile", "--out", str(tmp_path / "p.csv")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == []
