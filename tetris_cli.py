@@ -11,7 +11,7 @@ import signal
 import sys
 
 # module path -> provides `add_commands(subparsers)`
-_PARTS = ("theory.cli", "sim.cli", "engine.cli", "engine.smollm.cli", "analysis.cli")
+_PARTS = ("contract.cli", "sim.cli", "engine.cli", "engine.smollm.cli", "analysis.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from theory.config import ConfigError
+    from contract.config import ConfigError
 
     previous = _on_sigterm()
     try:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.config import Config, ConfigError
-from theory.trace import TraceRecord
+from contract.config import Config, ConfigError
+from contract.trace import TraceRecord
 
 
 def clean_trace(records: list[TraceRecord], shift: int = 1) -> list[TraceRecord]:
@@ -193,7 +193,7 @@ def _contexts(rep):
 def simulate_like_engine(cfg: Config, pcfg, workload_path: str | Path) -> dict:
     """Simulate pcfg on the workload file with the engine's first-token semantics; summary dict."""
     from sim.simulate import check, simulate_policy
-    from theory.metrics import summarize
+    from contract.metrics import summarize
 
     cfg = dataclasses.replace(cfg, workload=dataclasses.replace(cfg.workload, arrival="trace", trace=str(workload_path)),
                               policy=pcfg)

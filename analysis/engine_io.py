@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.config import Config, ConfigError
+from contract.config import Config, ConfigError
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Pair:
 
 @dataclass
 class Measured:
-    summary: dict  # theory.metrics.summarize of the engine run
+    summary: dict  # contract.metrics.summarize of the engine run
     prefill_s: float  # seconds in admission (batched prefill), total
     draft_s: float  # seconds drafting, total
     target_s: float  # seconds in verification passes, total
@@ -67,7 +67,7 @@ def load(cfg: Config) -> Pair:
 
 
 def build_requests(cfg: Config, tokenizer, pair_dir: str | None = None) -> list[Req]:
-    """The requests `tetris engine` would serve for cfg: theory.workload arrivals and lengths,
+    """The requests `tetris engine` would serve for cfg: contract.workload arrivals and lengths,
     prompts from engine.serve.build_workload (held-out snippets or workload.prompts)."""
     from engine.serve import build_workload
 
@@ -82,7 +82,7 @@ def with_arrivals(reqs: list[Req], arrivals) -> list[Req]:
 def _seqs(cfg: Config, reqs: list[Req]):
     """Fresh engine Seqs; per-request random streams as engine.serve.make_seqs draws them."""
     from engine.core import Seq
-    from theory.workload import acceptance_rng
+    from contract.workload import acceptance_rng
 
     return [Seq(r.id, list(r.prompt), r.output_len, acceptance_rng(cfg.seed, r.id), arrival_s=r.arrival_s) for r in reqs]
 
@@ -189,7 +189,7 @@ def measure(pair: Pair, cfg: Config, pcfg, reqs: list[Req], timed: bool, progres
     import types
 
     import engine.run as erun
-    from theory.metrics import summarize
+    from contract.metrics import summarize
 
     speed = relative_speed(pair, clock)
     clk = make_clock(clock)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from analysis import plan
 from analysis.sweep import atomic_write_text, run_sweep
-from theory.config import Config, ConfigError, load_config, to_toml
+from contract.config import Config, ConfigError, load_config, to_toml
 
 # The scenario `tetris plan` starts from (the config file and --set go over it):
 # a Vicuna-33B/68M-like pair on a 4xH100 roofline, an easy/hard acceptance mix;
@@ -93,12 +93,12 @@ def _with(config: Config, policy: dict, **workload) -> Config:
     data = {"policy": policy, "workload": workload}
     import dataclasses
 
-    from theory.config import _build  # same validation as load_config
+    from contract.config import build  # same validation as load_config
 
     merged = dataclasses.asdict(config)
     for sec, vals in data.items():
         merged[sec].update(vals)
-    return _build(Config, merged)
+    return build(Config, merged)
 
 
 def run(args) -> int:
@@ -116,7 +116,7 @@ def run(args) -> int:
     ks = _ints(args.k, "--k", 1)
     extras = _ints(args.extra, "--extra", 1)
     tks = _ints(args.tetris_k, "--tetris-k", 1) if args.tetris_k else ks
-    from theory.outpaths import check_out_dir
+    from contract.outpaths import check_out_dir
 
     out = check_out_dir(args.out, flag="--out", resume=True)  # an earlier plan folder resumes from its cache
     overrides = list(args.set or []) + [f"slo.ttft_s={args.slo_ttft_p99!r}", f"slo.tpot_s={args.slo_tpot_p99!r}"]
@@ -140,7 +140,7 @@ def run(args) -> int:
         best |= {"replicas": rows[best["candidate"]]["replicas"],
                  "replicas_at_lower_bound": rows[best["candidate"]]["replicas_at_lower_bound"]}
     out.mkdir(parents=True, exist_ok=True)
-    from theory.outpaths import MARKER
+    from contract.outpaths import MARKER
 
     (out / MARKER).write_text("tetris plan folder: a rerun with the same --out resumes from points/\n")
     _plot(result, out / "plan.png")

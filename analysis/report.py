@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.config import ConfigError
-from theory.runs import atomic_folder
+from contract.config import ConfigError
+from contract.runs import atomic_folder
 
 TABLE_METRICS = ("output_throughput", "mean_tpot_s", "p99_tpot_s", "mean_ttft_s", "mean_e2e_s",
                  "acceptance_length", "draft_acceptance_rate")
@@ -188,7 +188,7 @@ def board_data(config=None, n_requests: int = 16, n_steps: int = 40, k: int = 3,
     the config's mixture (easy_alpha / hard_alpha / easy_frac), perfect estimates.
     Used when no run folder carries per-request windows in steps.csv.
     """
-    from theory.config import PolicyConfig
+    from contract.config import PolicyConfig
     from theory.policy import make_policy
 
     acc = (config or {}).get("acceptance", {}) if isinstance(config, dict) else {}
@@ -223,7 +223,7 @@ def board_from_sim(config: dict, k: int, extra: int, n_requests: int = 16, n_ste
     import copy
 
     from sim.simulate import simulate_policy
-    from theory.config import PolicyConfig, load_config
+    from contract.config import PolicyConfig, load_config
 
     data = copy.deepcopy(config)
     data.pop("sweep", None)
@@ -252,8 +252,8 @@ def _board_config(path) -> dict:
     """--board-config: a readable TOML file (one-line error otherwise)."""
     import tomllib
 
-    from theory.config import ConfigError
-    from theory.outpaths import read_text
+    from contract.config import ConfigError
+    from contract.outpaths import read_text
 
     try:
         return tomllib.loads(read_text(path, "--board-config"))
@@ -345,7 +345,7 @@ def _boards_from_steps(runs):
 
 def plot_pair(trace_path, path) -> dict | None:
     """Per-request greedy match rate and estimate distribution from an engine trace."""
-    from theory.trace import by_request, read_trace
+    from contract.trace import by_request, read_trace
 
     try:
         header, recs = read_trace(trace_path)
@@ -458,7 +458,7 @@ def validate_table(run) -> list[str]:
 
 
 def run(args) -> int:
-    from theory.outpaths import check_out_dir
+    from contract.outpaths import check_out_dir
 
     out = check_out_dir(args.out, force=getattr(args, "force", False), inputs=args.runs)
     board_cfg = _board_config(args.board_config) if getattr(args, "board_config", None) else None

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from theory.config import Config, ConfigError
+from contract.config import Config, ConfigError
 
 
 def _entry():

@@ -2,7 +2,7 @@
 
     results = run_sweep(configs, fn, "results/")   # fn(Config) -> JSON-able dict
 
-Each config is resolved to a theory.config.Config; its key is the SHA-256 of the
+Each config is resolved to a contract.config.Config; its key is the SHA-256 of the
 resolved TOML (so two spellings of one config share a key). A finished config is
 written to results/<key>.json (temp name + rename, so a file is whole or absent).
 Restarting a killed sweep skips every key already on disk: nothing is lost and
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from theory.config import Config, ConfigError, load_config, to_toml
+from contract.config import Config, ConfigError, load_config, to_toml
 
 
 def resolve(item: Any, base_path: str | None = None) -> Config:
@@ -51,9 +51,9 @@ def _flatten(data: dict, prefix: str = ""):
 
 
 def _toml_literal(v: Any) -> str:
-    from theory.config import _toml_value
+    from contract.config import toml_value
 
-    return _toml_value(v)
+    return toml_value(v)
 
 
 def config_key(config: Config) -> str:

@@ -30,8 +30,8 @@ from pathlib import Path
 from analysis import calibrate as cal
 from analysis import engine_io as eio
 from analysis.validate_math import GOALS, METRICS, error_table, format_table
-from theory.runs import atomic_folder
-from theory.config import POLICIES, Config, ConfigError, PolicyConfig, load_config, to_toml
+from contract.runs import atomic_folder
+from contract.config import POLICIES, Config, ConfigError, PolicyConfig, load_config, to_toml
 
 # The default validation scenario: small enough for a few minutes on 2 CPU cores.
 VALIDATE_BASE = {
@@ -114,7 +114,7 @@ def _profile(pair, cfg, reqs, kmax: int, path: Path, given: str, clock: str) -> 
 
 
 def _poisson_arrivals(cfg: Config, rate: float):
-    from theory.workload import iter_requests
+    from contract.workload import iter_requests
 
     c = dataclasses.replace(cfg, workload=dataclasses.replace(cfg.workload, arrival="poisson", rate=float(rate)))
     return [r.arrival_s for r in iter_requests(c)]
@@ -134,11 +134,11 @@ def run(args) -> int:
         raise ConfigError("workload.arrival: validate makes its own arrivals (--loads); leave it 'offline'")
     if cfg.engine.temperature > 0:
         print("note: temperature > 0: outputs differ between runs, so the trace replay is approximate", file=sys.stderr)
-    from theory.outpaths import check_out_dir
+    from contract.outpaths import check_out_dir
 
     out = check_out_dir(args.out, force=getattr(args, "force", False))
     if args.profile:
-        from theory.outpaths import check_in_file
+        from contract.outpaths import check_in_file
 
         check_in_file(args.profile, "--profile")
         from sim.cost import Table
@@ -183,7 +183,7 @@ def _goal_line(result: dict) -> str:
 
 def record_replay(pair, cfg: Config, reqs, kmax: int, tmp: Path, tag: str = ""):
     """Trace mode over reqs (tetris selection, K = kmax drafts all verified): paths + fitted Beta."""
-    from theory.trace import write_trace
+    from contract.trace import write_trace
 
     tpcfg = dataclasses.replace(cfg.policy, name="tetris", k=min(cfg.policy.k, kmax), extra=max(kmax - cfg.policy.k, 0))
     header, records = eio.record_trace(pair, cfg, tpcfg, reqs)

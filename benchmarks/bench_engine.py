@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.serve import Workload, run_policy, step_time_for, warmup  # noqa: E402
-from theory.config import PolicyConfig, load_config  # noqa: E402
+from contract.config import PolicyConfig, load_config  # noqa: E402
 
 
 def hf_generate_tps(target, prompts, out_len: int, clock=time.perf_counter) -> float:
@@ -77,7 +77,7 @@ def main() -> int:
                                  f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}",
                                  f"engine.temperature={args.temperature}", "policy.max_k=6"])
         prompts = [snippet(stream, i, args.prompt_len) for i in range(n)]
-        from theory.workload import iter_requests
+        from contract.workload import iter_requests
 
         wl = Workload(list(iter_requests(cfg)), prompts)
         warmup(target, draft, cfg)

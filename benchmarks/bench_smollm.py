@@ -81,8 +81,8 @@ def main() -> int:
     draft = load_draft(pair_dir=pair, target=target, dtype=getattr(torch, args.draft_dtype))
     tok = load_tokenizer(DEFAULT_DIR)
     from engine.serve import Workload, run_policy, warmup
-    from theory.config import PolicyConfig, load_config
-    from theory.workload import iter_requests
+    from contract.config import PolicyConfig, load_config
+    from contract.workload import iter_requests
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"SmolLM2-135M target + distilled draft ({pair.name}, {'EAGLE' if getattr(draft, 'reads_target_features', False) else 'token'}); torch threads {torch.get_num_threads()}; output {args.output_len} "
           f"tokens, greedy; {args.clock} clock; {args.layout} layout; draft {args.draft_dtype}")

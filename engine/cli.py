@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from theory.runs import add_run_arguments
+from contract.runs import add_run_arguments
 
 DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
 ENGINE_TOKENS_PER_S = 700.0  # rough output tokens/s of the committed pair on CPU (docs/engine.md order of magnitude)
@@ -50,7 +50,7 @@ def add_commands(sub) -> None:
 def _load(args):
     import tomllib
 
-    from theory.config import load_config
+    from contract.config import load_config
 
     base = None if args.config else tomllib.loads(DEFAULT_SCENARIO.read_text())
     return load_config(args.config, args.overrides, base=base)
@@ -74,7 +74,7 @@ def comparison_table(results: dict) -> str:
 
 def _engine(args) -> int:
     from engine.serve import run_config, summary_json, write_run
-    from theory.outpaths import check_out_dir, check_out_file
+    from contract.outpaths import check_out_dir, check_out_file
 
     cfg = _load(args)
     name = Path(args.config).stem if args.config else "default"
@@ -86,8 +86,8 @@ def _engine(args) -> int:
         check_report_dir(args.calibration_report)
     if cfg.engine.trace_out:
         check_out_file(cfg.engine.trace_out, "engine.trace_out")
-    from theory.runs import policy_variants
-    from theory.workload import size_note
+    from contract.runs import policy_variants
+    from contract.workload import size_note
 
     note = size_note(cfg, len(policy_variants(cfg, args.policy)), ENGINE_TOKENS_PER_S, "engine time")
     if note:
@@ -112,8 +112,8 @@ def _engine(args) -> int:
 
 def check_report_dir(path) -> None:
     """--calibration-report: a new folder, or one holding only files this tool writes."""
-    from theory.config import ConfigError
-    from theory.outpaths import check_out_file, is_run_folder
+    from contract.config import ConfigError
+    from contract.outpaths import check_out_file, is_run_folder
 
     p = Path(path)
     if p.exists() and not p.is_dir():
@@ -126,7 +126,7 @@ def check_report_dir(path) -> None:
 
 
 def _ints(text: str, flag: str) -> list[int]:
-    from theory.config import ConfigError
+    from contract.config import ConfigError
 
     parts = text.split(",")
     if any(not x.strip() for x in parts):
@@ -143,12 +143,12 @@ def _ints(text: str, flag: str) -> list[int]:
 def _profile(args) -> int:
     from engine.models import load_pair
     from engine.profile import profile, write_csv
-    from theory.config import ConfigError
+    from contract.config import ConfigError
 
     batches, tokens, contexts = _ints(args.batch, "--batch"), _ints(args.tokens, "--tokens"), _ints(args.context, "--context")
     if args.repeats < 1:
         raise ConfigError(f"--repeats: expected >= 1, got {args.repeats}")
-    from theory.outpaths import check_out_file
+    from contract.outpaths import check_out_file
 
     check_out_file(args.out, "--out")  # before profiling: the measurement is never lost to a bad path
     cfg = _load(args)

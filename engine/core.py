@@ -21,7 +21,7 @@ from engine import estimators as est
 from engine import kv as kvm
 from engine.models import forward, model_device
 from engine.sampling import next_token, probs, sample, verify
-from theory.trace import TraceRecord
+from contract.trace import TraceRecord
 
 
 @dataclass

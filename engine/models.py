@@ -20,7 +20,7 @@ SPLIT_DRAFT_META = "draft_config.json"  # a draft folder whose target is a prepa
 def resolve_pair(pair: str) -> Path:
     """The pair's folder: target/ + draft/ HF folders, or a split draft (draft_config.json) whose
     target is prepared separately (the SmolLM2 pair: `engine.pair = "smollm"`)."""
-    from theory.config import ConfigError
+    from contract.config import ConfigError
 
     path = PAIR_ALIASES.get(pair, Path(pair) if pair else DEFAULT_PAIR)
     if not path.is_absolute() and not path.exists():
@@ -35,7 +35,7 @@ def resolve_pair(pair: str) -> Path:
 
 
 def device_dtype(device: str) -> tuple[torch.device, torch.dtype]:
-    from theory.config import ConfigError
+    from contract.config import ConfigError
 
     if device == "cuda":
         if not torch.cuda.is_available():
@@ -73,7 +73,7 @@ def load_pair(pair: str = "", device: str = "cpu", draft_dtype: str = "auto"):
 
 def load_split_pair(path: Path, device: str = "cpu", draft_dtype: str = "auto"):
     """The SmolLM2 pair: the prepared target (`tetris smollm prepare`) + the committed draft."""
-    from theory.config import ConfigError
+    from contract.config import ConfigError
     from engine.smollm import draft as sd
     from engine.smollm.prepare import DEFAULT_DIR, MissingDependency, target_dir
 

@@ -12,7 +12,7 @@ import json
 import sysconfig
 from pathlib import Path
 
-from theory.config import ConfigError
+from contract.config import ConfigError
 
 # used when the pair folder ships no held-out list (files the pair helper keeps out of training
 # are read from <pair>/heldout.txt, one stdlib-relative path per line)
@@ -22,7 +22,7 @@ HELDOUT_LISTS = ("heldout.txt", "heldout_files.txt")
 
 
 def read_prompts_file(path: str, tokenizer) -> list[list[int]]:
-    from theory.outpaths import read_text
+    from contract.outpaths import read_text
 
     p = Path(path)
     out = []

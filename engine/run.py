@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from engine.core import Engine, Seq
-from theory.metrics import RequestRecord, StepStats
+from contract.metrics import RequestRecord, StepStats
 
 
 _process_time = time.process_time
@@ -36,7 +36,7 @@ def make_clock(kind: str):
 @dataclass
 class RunResult:
     seqs: list  # every Seq, in input order, with .out filled
-    records: list  # theory.metrics.RequestRecord per request
+    records: list  # contract.metrics.RequestRecord per request
     stats: StepStats
     duration_s: float  # seconds from start to the last finish
     select_s: float  # seconds spent estimating + allocating

@@ -18,18 +18,18 @@ import torch
 
 from engine.core import Engine, Seq
 from engine.run import RunResult, run
-from theory import runs
-from theory.config import Config, ConfigError, PolicyConfig, to_toml
-from theory.metrics import summarize
+from contract import runs
+from contract.config import Config, ConfigError, PolicyConfig, to_toml
+from contract.metrics import summarize
 from theory.policy import make_policy
-from theory.trace import write_trace
-from theory.workload import acceptance_rng, iter_requests
+from contract.trace import write_trace
+from contract.workload import acceptance_rng, iter_requests
 
 
 @dataclass
 class PolicyRun:
     label: str
-    summary: dict  # metrics (theory.metrics.summarize) + engine timings
+    summary: dict  # metrics (contract.metrics.summarize) + engine timings
     result: RunResult
     trace: list  # TraceRecords (trace mode) or []
     calibration: list  # per-step estimator/truth arrays (calibration mode) or []
@@ -37,7 +37,7 @@ class PolicyRun:
 
 @dataclass
 class Workload:
-    requests: list  # theory.workload.Request
+    requests: list  # contract.workload.Request
     prompts: list  # [n] prompt token ids per request
 
 
@@ -78,7 +78,7 @@ def step_time_for(cfg: Config, target, draft, wl: Workload):
     from engine.profile import profile, step_time_from_rows
 
     if cfg.cost.model == "table" and cfg.cost.table:
-        from theory.outpaths import check_in_file
+        from contract.outpaths import check_in_file
 
         p = check_in_file(cfg.cost.table, "cost.table: profile table")
         with open(p, newline="") as fh:

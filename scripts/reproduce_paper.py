@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from analysis.sweep import code_version, config_key, run_sweep  # noqa: E402
-from theory.config import load_config  # noqa: E402
+from contract.config import load_config  # noqa: E402
 
 PAIRS = {
     "Vicuna-33B / Vicuna-68M, 4xH100": {"target_preset": "vicuna-33b", "draft_preset": "vicuna-68m", "num_gpus": 4},

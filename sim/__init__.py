@@ -1,8 +1,8 @@
 """sim: a discrete-event (simpy) simulator of batched speculative-decoding serving.
 
-    workload (theory.workload) -> router -> replicas (sim.replica: step loop)
+    workload (contract.workload) -> router -> replicas (sim.replica: step loop)
     each step: theory.policy decides K and the windows; sim.acceptance decides
-    which drafts pass; sim.cost says how long the step takes; theory.metrics
+    which drafts pass; sim.cost says how long the step takes; contract.metrics
     summarises. sim.simulate runs policies and writes the run folder; sim.cli
     is `tetris simulate`. Never imports torch or the engine.
 """

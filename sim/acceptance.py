@@ -8,7 +8,7 @@ For request ids[i] with pos[i] output tokens already emitted, draft j (0-based)
 lands on output position pos[i] + j. truth[i, j] is its true conditional
 acceptance probability (given drafts 0..j-1 passed), est[i, j] the estimate the
 policy ranks by, passed[i, j] whether it passes: U(seed, id, position) <
-truth, with U from theory.workload.acceptance_uniforms. Because U depends only
+truth, with U from contract.workload.acceptance_uniforms. Because U depends only
 on (request, output position), every policy sees the same draws (common random
 numbers), whatever windows it verifies. All per-position draws of a request
 are made at admission into per-slot buffers ([max_batch, longest output]), so
@@ -21,7 +21,7 @@ Models (acceptance.model):
            (regime="request", easy with probability easy_frac) or per segment
            of segment_len output tokens (regime="segment"; each request gets a
            random phase, each segment its own easy/hard draw)
-  trace    replay an engine trace (theory/trace.py): sim request i plays trace
+  trace    replay an engine trace (contract/trace.py): sim request i plays trace
            request (i mod #trace requests); per output position the recorded
            estimate and truth (accept_probs, or matches as 1/0) of the first
            record covering it; positions past the recording wrap around.
@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.config import ConfigError
-from theory.workload import STREAM_ACCEPT, acceptance_uniforms, hash_key
+from contract.config import ConfigError
+from contract.workload import STREAM_ACCEPT, acceptance_uniforms, hash_key
 
 STREAM_ATTR, STREAM_SEGMENT, STREAM_NOISE, STREAM_NOISE2 = 4, 5, 6, 7
 _EPS = 1e-6
@@ -208,7 +208,7 @@ class _Trace:
 
 
 def _load_trace(path: str) -> _Trace:
-    from theory.trace import by_request, read_trace
+    from contract.trace import by_request, read_trace
 
     try:
         _, records = read_trace(path)

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from theory.runs import add_run_arguments
+from contract.runs import add_run_arguments
 
 DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
 
@@ -31,8 +31,8 @@ def add_commands(sub) -> None:
 def _simulate(args) -> int:
     import tomllib
 
-    from theory.config import load_config
-    from theory.outpaths import check_out_dir
+    from contract.config import load_config
+    from contract.outpaths import check_out_dir
     from sim.simulate import check, comparison_table, run_to_folder, size_warning, summary_json, variants
 
     base = None if args.config else tomllib.loads(DEFAULT_SCENARIO.read_text())

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.config import ConfigError
+from contract.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Table:
     """Multilinear interpolation over a full (batch, tokens_per_request, context) grid."""
 
     def __init__(self, path: str, key: str = "cost.table"):
-        from theory.outpaths import check_in_file
+        from contract.outpaths import check_in_file
 
         p = Path(path)
         if not path:
@@ -172,7 +172,7 @@ class Table:
 
 @dataclass
 class CostModel:
-    cfg: object  # theory.config.CostConfig
+    cfg: object  # contract.config.CostConfig
     table: Table | None = None
 
     def target_s(self, batch: int, tokens, context: float):

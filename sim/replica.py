@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.metrics import RecordSink, StepStats
-from theory.workload import RequestChunk
+from contract.metrics import RecordSink, StepStats
+from contract.workload import RequestChunk
 
 _FIELDS = ("id", "arrival_s", "prompt_len", "output_len")
 PREFETCH = 63  # requests whose acceptance draws are made together with an admission
@@ -120,7 +120,7 @@ class Replica:
         self.I = np.zeros((0, 5), np.int64)  # [n, 5] id, prompt_len, output_len, emitted, slot (tokens)
         self.F = np.zeros((0, 2))  # [n, 2] arrival_s, first_token_s (NaN until the first token)
         self.free = list(range(max_batch - 1, -1, -1))  # free acceptance-buffer slots (pop: lowest)
-        self.sink = sink  # finished requests (theory.metrics.RecordSink, shared by replicas)
+        self.sink = sink  # finished requests (contract.metrics.RecordSink, shared by replicas)
         self.context = 1.0  # mean context of the running batch (tokens), for the cost model
         self.outstanding = 0  # output tokens still to emit (running); + queue.queued_tokens
         self.ctx_sum = 0  # sum of prompt + emitted tokens over the running batch

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import simpy
 
-from theory import runs
-from theory.config import Config, ConfigError, PolicyConfig, to_toml
-from theory.runs import policy_variants, resolve_variant
-from theory.metrics import RecordSink, StepStats, summarize
+from contract import runs
+from contract.config import Config, ConfigError, PolicyConfig, to_toml
+from contract.runs import policy_variants, resolve_variant
+from contract.metrics import RecordSink, StepStats, summarize
 from theory.policy import make_policy
-from theory.workload import iter_request_chunks, num_requests
+from contract.workload import iter_request_chunks, num_requests
 from sim.acceptance import make_acceptance
 from sim.cost import make_cost
 from sim.replica import Replica, RequestQueue
@@ -43,7 +43,7 @@ from sim.replica import Replica, RequestQueue
 @dataclass
 class PolicyResult:
     label: str
-    summary: dict  # metrics (theory.metrics.summarize)
+    summary: dict  # metrics (contract.metrics.summarize)
     columns: dict | None  # per-request arrays (id, arrival_s, first_token_s, finish_s, prompt_len, output_len, replica) ordered by id; None past the exact limit
     stats: StepStats
     steps: list | None = None  # per-step rows when asked
@@ -79,11 +79,11 @@ def check(cfg: Config) -> None:
     make_acceptance(cfg)
     num_requests(cfg)  # opens trace / length files
     if cfg.workload.prompts:
-        from theory.outpaths import check_in_file
+        from contract.outpaths import check_in_file
 
         check_in_file(cfg.workload.prompts, "workload.prompts: file")
     for key in ("prompt_len", "output_len"):
-        from theory.workload import check_length_dist
+        from contract.workload import check_length_dist
 
         check_length_dist(getattr(cfg.workload, key), f"workload.{key}")
 
@@ -93,7 +93,7 @@ SIM_TOKENS_PER_S = 1e6  # rough simulated output tokens per second of one core (
 
 def size_warning(cfg: Config, n_policies: int) -> str | None:
     """A one-line note when the run will be large (estimated before it starts), else None."""
-    from theory.workload import size_note
+    from contract.workload import size_note
 
     return size_note(cfg, n_policies, SIM_TOKENS_PER_S, "simulation")
 

@@ -106,7 +106,7 @@ def test_plan_on_the_real_simulator_tiny_and_resumes(tmp_path, capsys):
 def test_plan_tpot_only_slo_stays_below_saturation(tmp_path):
     """The issue's case: a TPOT-only SLO once gave 1973 req/s; a growing queue must fail the probe."""
     from analysis.plan_run import PLAN_BASE, search
-    from theory.config import load_config
+    from contract.config import load_config
 
     base = load_config(None, ["slo.tpot_s=0.05", "workload.num_requests=600"], base=PLAN_BASE)
     res = search(base, {"fixed k=2": {"name": "fixed", "k": 2}}, [0, 1], 4, tmp_path, scheduler="serial",

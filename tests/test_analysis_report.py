@@ -105,7 +105,7 @@ def test_report_on_a_simulator_run_folder(tmp_path, capsys):
 
 def test_report_pair_acceptance_from_a_trace(tmp_path):
     import tetris_cli
-    from theory.trace import TraceRecord, write_trace
+    from contract.trace import TraceRecord, write_trace
 
     rng = np.random.default_rng(3)
     recs = []

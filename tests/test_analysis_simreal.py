@@ -27,7 +27,7 @@ def calibrated(tmp_path_factory):
     from analysis import engine_io as eio
     from analysis import validate as val
     from engine.models import DEFAULT_PAIR
-    from theory.config import load_config
+    from contract.config import load_config
 
     tmp = tmp_path_factory.mktemp("simreal")
     if (Path(DEFAULT_PAIR) / "target" / "config.json").is_file():
@@ -60,7 +60,7 @@ def test_simulator_tracks_engine(calibrated, sc):
     from analysis import calibrate as cal
     from analysis import engine_io as eio
     from analysis import validate as val
-    from theory.config import load_config
+    from contract.config import load_config
 
     c = calibrated
     data = {**c.base, "seed": sc["seed"], "policy": {"k": sc["k"], "extra": sc["e"]}, "server": {"max_batch": sc["batch"]},

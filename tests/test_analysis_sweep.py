@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from analysis.sweep import atomic_write_text, config_key, load_result, resolve, run_sweep
-from theory.config import ConfigError, load_config
+from contract.config import ConfigError, load_config
 
 CALLS: list[str] = []
 _LOCK = threading.Lock()

@@ -4,8 +4,8 @@ import pytest
 
 from analysis import calibrate as cal
 from analysis.validate import parse_loads, parse_policies
-from theory.config import ConfigError
-from theory.trace import TraceRecord
+from contract.config import ConfigError
+from contract.trace import TraceRecord
 
 
 def _rec(req, step, pos, matches, est=None):

@@ -159,7 +159,7 @@ def test_validate_verdict_and_strict(tmp_path, capsys, monkeypatch):
 
 def test_size_warning_before_huge_runs():
     from sim.simulate import size_warning
-    from theory.config import load_config
+    from contract.config import load_config
 
     assert size_warning(load_config(None, []), 1) is None
     big = load_config(None, ["workload.num_requests=1000000000"])
@@ -170,7 +170,7 @@ def test_size_warning_before_huge_runs():
 
 def test_read_only_parent_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
     """A parent folder without write permission (simulated: the tests may run as root, who bypasses modes)."""
-    import theory.outpaths as op
+    import contract.outpaths as op
 
     monkeypatch.setattr(op.os, "access", lambda path, mode: Path(path) != tmp_path)
     assert tetris_cli.main(["simulate", *SIM_FAST, "--out", str(tmp_path / "x")]) == 2

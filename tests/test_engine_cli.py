@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tetris_cli import main
-from theory.trace import read_trace
+from contract.trace import read_trace
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

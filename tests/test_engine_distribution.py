@@ -17,9 +17,9 @@ from scipy.stats import chisquare
 from engine.core import Engine, Seq
 from engine.run import run
 from engine.tabular import TabularLM, exact_joint, random_table
-from theory.config import PolicyConfig
+from contract.config import PolicyConfig
 from theory.policy import make_policy
-from theory.workload import acceptance_rng
+from contract.workload import acceptance_rng
 
 V, PROMPT, N_REQ = 4, [1, 2], 4000
 SCORED, OUT_LEN = 3, 5  # the joint of the first 3 tokens is tested; generating 5 leaves K = 3 usable

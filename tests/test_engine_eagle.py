@@ -13,9 +13,9 @@ from engine.core import Engine, Seq
 from engine.run import run
 from engine.smollm.eagle import build_eagle, eagle_loss, shift
 from engine.tiny import tiny_pair
-from theory.config import PolicyConfig
+from contract.config import PolicyConfig
 from theory.policy import make_policy
-from theory.workload import acceptance_rng
+from contract.workload import acceptance_rng
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 VOCAB, OUT_LEN = 64, 14

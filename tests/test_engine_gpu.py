@@ -12,7 +12,7 @@ def _run(target, draft, cfg, prompts, out_len=24, temperature=0.0, max_batch=4):
     from engine.core import Engine, Seq
     from engine.run import run
     from theory.policy import make_policy
-    from theory.workload import acceptance_rng
+    from contract.workload import acceptance_rng
 
     eng = Engine(target, draft, make_policy(cfg), temperature=temperature)
     res = run(eng, [Seq(i, p, out_len, acceptance_rng(0, i)) for i, p in enumerate(prompts)], max_batch)
@@ -21,7 +21,7 @@ def _run(target, draft, cfg, prompts, out_len=24, temperature=0.0, max_batch=4):
 
 def test_cuda_float32_greedy_lossless():
     from engine.tiny import tiny_pair
-    from theory.config import PolicyConfig
+    from contract.config import PolicyConfig
 
     target, draft = (m.cuda() for m in tiny_pair(vocab=64, hidden=32, layers=2, seed=1))
     rng = np.random.default_rng(7)
@@ -36,7 +36,7 @@ def test_cuda_tabular_sampling_lossless():
     from scipy.stats import chisquare
 
     from engine.tabular import TabularLM, exact_joint, random_table
-    from theory.config import PolicyConfig
+    from contract.config import PolicyConfig
 
     rng = np.random.default_rng(3)
     p_tab, q_tab = random_table(4, rng, 0.7), random_table(4, rng, 0.7)

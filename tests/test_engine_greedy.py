@@ -6,9 +6,9 @@ import torch
 from engine.core import Engine, Seq
 from engine.run import run
 from engine.tiny import tiny_pair
-from theory.config import PolicyConfig
+from contract.config import PolicyConfig
 from theory.policy import make_policy
-from theory.workload import acceptance_rng
+from contract.workload import acceptance_rng
 
 OUT_LEN = 14
 

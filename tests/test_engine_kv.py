@@ -7,9 +7,9 @@ from engine import kv as kvm
 from engine.core import Engine, Seq
 from engine.models import forward
 from engine.tiny import tiny_pair
-from theory.config import PolicyConfig
+from contract.config import PolicyConfig
 from theory.policy import make_policy
-from theory.workload import acceptance_rng
+from contract.workload import acceptance_rng
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -15,7 +15,7 @@ import pytest
 
 from analysis.md1 import md1_max_rate, md1_wait_cdf
 from analysis.plan_run import search
-from theory.config import load_config
+from contract.config import load_config
 
 D = 0.01  # step time (s)
 W = 0.05  # p99 waiting-time SLO (s)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from theory.allocate import expected_tokens, fixed_allocate, optimal_allocate
-from theory.config import load_config
+from contract.config import load_config
 from sim.simulate import run_all, simulate_policy, summary_json
 
 

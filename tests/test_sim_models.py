@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from theory.config import ConfigError, CostConfig, load_config
+from contract.config import ConfigError, CostConfig, load_config
 from sim.acceptance import make_acceptance
 from sim.cost import make_cost
 from sim.simulate import simulate_policy

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from theory.config import load_config
-from theory.workload import iter_request_chunks
+from contract.config import load_config
+from contract.workload import iter_request_chunks
 from sim.simulate import simulate_policy
 
 STEP = 0.01

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from theory.acceptance import expected_tokens_iid
-from theory.config import load_config
+from contract.config import load_config
 from sim.simulate import simulate_policy
 
 

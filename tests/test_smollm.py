@@ -201,7 +201,7 @@ def test_pair_alias_resolves_to_split_draft():
 
 def test_load_pair_unprepared_names_command(monkeypatch, tmp_path):
     from engine.models import load_pair
-    from theory.config import ConfigError
+    from contract.config import ConfigError
     monkeypatch.setattr(prepare, "DEFAULT_DIR", tmp_path / "missing")
     with pytest.raises(ConfigError, match="engine.pair: smollm_pair: .*tetris smollm prepare"):
         load_pair("smollm")
@@ -213,9 +213,9 @@ def test_engine_on_smollm_pair_is_lossless(pair):
     import numpy as np
     from engine.core import Engine, Seq
     from engine.run import run
-    from theory.config import PolicyConfig
+    from contract.config import PolicyConfig
     from theory.policy import make_policy
-    from theory.workload import acceptance_rng
+    from contract.workload import acceptance_rng
     target, draft, tok = pair
     prompts = [tok(SNIPPET)["input_ids"][:40], tok("The water cycle is")["input_ids"],
                list(tok.apply_chat_template([{"role": "user", "content": "What is DNS?"}], add_generation_prompt=True,

@@ -4,7 +4,7 @@ import pytest
 
 from theory.allocate import expected_tokens, optimal_allocate, tetris_allocate
 from theory.budget import best_gain_by_capacity, goodput_capacity, goodput_uniform_k
-from theory.config import PolicyConfig
+from contract.config import PolicyConfig
 from theory.policy import make_policy
 
 

@@ -1,6 +1,6 @@
 """theory: selection policies and the math shared by the simulator and the engine.
 
-Pure numpy/scipy: imports neither simpy nor torch.
+Pure numpy/scipy: imports neither simpy nor torch, nor the shared contract (contract/).
 """
 from theory.acceptance import expected_tokens_iid, expected_window_tokens, accepted_length_variance
 from theory.budget import best_gain_by_capacity, fixed_capacity, goodput_capacity, goodput_uniform_k

@@ -29,7 +29,7 @@ from theory.budget import StepTime, fixed_capacity, goodput_capacity, goodput_un
 
 @dataclass
 class Policy:
-    cfg: object  # theory.config.PolicyConfig
+    cfg: object  # contract.config.PolicyConfig
     step_time: StepTime | None = None
     alpha_ema: float = 0.7  # dsd: running estimate of per-position acceptance
     dsd_k: int = -1  # dsd: current batch-wide window (-1: not chosen yet)

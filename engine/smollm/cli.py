@@ -20,7 +20,7 @@ def add_commands(sub) -> None:
 
 
 def _prepare(args) -> int:
-    from theory.config import ConfigError
+    from contract.config import ConfigError
     from engine.smollm.prepare import DEFAULT_DIR, MissingDependency, prepare
     try:
         out = prepare(Path(args.out) if args.out else DEFAULT_DIR, args.force)

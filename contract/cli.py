@@ -24,7 +24,7 @@ def add_commands(subparsers) -> None:
 
 
 def run_select(args) -> int:
-    from theory.config import ConfigError
+    from contract.config import ConfigError
 
     if args.accept is not None:
         if args.demo:
@@ -48,7 +48,7 @@ def load_accept(path: str):
 
     import numpy as np
 
-    from theory.config import ConfigError
+    from contract.config import ConfigError
 
     try:
         with open(path, encoding="utf-8") as f:
@@ -75,7 +75,7 @@ def _select_file(path: str, capacity) -> int:
     import json
 
     from theory.allocate import tetris_allocate
-    from theory.config import ConfigError
+    from contract.config import ConfigError
 
     if capacity is None:
         raise ConfigError("--capacity is required with --accept")

@@ -1,9 +1,9 @@
-"""theory/metrics.py: summary metrics on hand-computed examples."""
+"""contract/metrics.py: summary metrics on hand-computed examples."""
 import numpy as np
 import pytest
 
-from theory.config import SloConfig
-from theory.metrics import RequestRecord, StepStats, summarize
+from contract.config import SloConfig
+from contract.metrics import RequestRecord, StepStats, summarize
 
 
 def test_step_stats_positions_and_acceptance_length():
@@ -43,7 +43,7 @@ def test_latency_metrics_and_goodput():
 
 
 def test_record_sink_streams_past_its_limit():
-    from theory.metrics import RecordSink
+    from contract.metrics import RecordSink
 
     rng = np.random.default_rng(0)
     n = 5000

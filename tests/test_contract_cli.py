@@ -9,7 +9,7 @@ import pytest
 
 from tetris_cli import main
 from theory import expected_tokens, fixed_allocate, tetris_allocate
-from theory.cli import demo_batch
+from contract.cli import demo_batch
 
 
 def _run(capsys, *argv):

@@ -1,12 +1,12 @@
-"""theory/workload.py: determinism, samplers (KS tests), trace formats, acceptance draws."""
+"""contract/workload.py: determinism, samplers (KS tests), trace formats, acceptance draws."""
 import json
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from theory.config import ConfigError, load_config
-from theory.workload import (CHUNK, acceptance_rng, acceptance_uniforms, iter_request_chunks, iter_requests,
+from contract.config import ConfigError, load_config
+from contract.workload import (CHUNK, acceptance_rng, acceptance_uniforms, iter_request_chunks, iter_requests,
                              num_requests, read_trace_file)
 
 # KS tests: fixed seeds; we require p > 0.001, so a correct sampler fails with

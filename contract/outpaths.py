@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from theory.config import ConfigError
+from contract.errors import ConfigError
 
-MARKER = ".tetris-run"  # written into every run folder by theory.runs.atomic_folder
+MARKER = ".tetris-run"  # written into every run folder by contract.runs.atomic_folder
 RUN_SUFFIXES = (".json", ".jsonl", ".csv", ".md", ".toml", ".png")  # files this tool writes in a run folder
 RUN_DIRS = ("points",)  # folders this tool writes in a run folder (the plan's sweep cache)
 

@@ -38,7 +38,7 @@ from typing import Iterator
 
 import numpy as np
 
-from theory.config import Config, ConfigError, LengthDist
+from contract.config import Config, ConfigError, LengthDist
 
 CHUNK = 65536  # requests per generated chunk (fixed: results never depend on it)
 CHARS_PER_TOKEN = 4.0  # tokenizer-free length estimate for ShareGPT text
@@ -119,7 +119,7 @@ def acceptance_uniforms(seed: int, ids, positions, stream_id: int = STREAM_ACCEP
 # ---------------------------------------------------------------- lengths
 
 def _read_int_file(path: str, key: str) -> np.ndarray:
-    from theory.outpaths import read_text
+    from contract.outpaths import read_text
 
     if not path:
         raise ConfigError(f"{key}.path: empirical length file {path!r} not found")
@@ -178,7 +178,7 @@ def _sharegpt_rows(data) -> list[dict]:
 
 def read_trace_file(path: str, key: str = "workload.trace") -> dict[str, np.ndarray]:
     """Columns arrival_s (optional), prompt_len, output_len from JSONL, CSV or ShareGPT JSON."""
-    from theory.outpaths import read_text
+    from contract.outpaths import read_text
 
     p = Path(path)
     if not path:

@@ -1,8 +1,8 @@
-"""theory/runs.py: policy variants, labels and the atomic run folder shared by sim and engine."""
+"""contract/runs.py: policy variants, labels and the atomic run folder shared by sim and engine."""
 import pytest
 
-from theory.config import ConfigError, load_config
-from theory.runs import atomic_folder, policy_variants, resolve_variant, summary_json
+from contract.config import ConfigError, load_config
+from contract.runs import atomic_folder, policy_variants, resolve_variant, summary_json
 
 
 def test_variants_labels_and_best_fixed():
@@ -57,8 +57,8 @@ def test_summary_json_is_json_safe():
 
 
 def test_atomic_folder_never_replaces_user_files(tmp_path):
-    """Even a caller that skipped theory.outpaths.check_out_dir cannot replace a folder of other files or a file."""
-    from theory.config import ConfigError
+    """Even a caller that skipped contract.outpaths.check_out_dir cannot replace a folder of other files or a file."""
+    from contract.config import ConfigError
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """Bad configuration: the message names the key."""
+from contract.errors import ConfigError  # noqa: F401  (re-exported: contract.config.ConfigError)
+from contract.outpaths import read_text
 
 
 def _f(default, *, choices=None, min=None, max=None, doc=""):
@@ -166,7 +165,7 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
-        return _build(tp, value, key)
+        return build(tp, value, key)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -192,7 +191,8 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
     return value
 
 
-def _build(cls, data: dict, prefix: str = ""):
+def build(cls, data: dict, prefix: str = ""):
+    """Validate a plain dict (TOML table) into dataclass `cls`; errors name `prefix.key` (ConfigError)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in data:
@@ -242,7 +242,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
     data: dict = copy.deepcopy(base) if base else {}
     if path is not None:
-        from theory.outpaths import read_text
+        from contract.outpaths import read_text
 
         p = Path(path)
         text = read_text(p, "config file")
@@ -254,7 +254,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     for text in overrides:
         keys, value = parse_override(text)
         _nested_set(data, keys, value)
-    return _build(Config, data)
+    return build(Config, data)
 
 
 def _deep_merge(into: dict, new: dict) -> None:
@@ -271,7 +271,7 @@ def config_dict(config) -> dict:
 
 # ---------------------------------------------------------------- writing
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -279,18 +279,18 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
 def to_toml(config) -> str:
     """The resolved config as TOML text (round-trips through load_config)."""
     data = config_dict(config) if dataclasses.is_dataclass(config) else config
-    top = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    top = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     lines = top[:]
     for key, value in data.items():
         if isinstance(value, dict):
-            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+            lines += ["", f"[{key}]"] + [f"{k} = {toml_value(v)}" for k, v in value.items()]
     return "\n".join(lines) + "\n"

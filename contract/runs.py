@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from theory.config import POLICIES, Config, ConfigError, PolicyConfig, _build
+from contract.config import POLICIES, Config, ConfigError, PolicyConfig, build
 
 
 def add_run_arguments(parser, config_help: str) -> None:
@@ -58,7 +58,7 @@ def policy_variants(cfg: Config, only: str | None = None,
             raise ConfigError(f"--policy: {only!r} is not one of {', '.join(map(repr, POLICIES))}")
         table = base | {"name": only}
         if check:
-            check(_build(PolicyConfig, table, "policy"), only)
+            check(build(PolicyConfig, table, "policy"), only)
         return [(only, table)]
     if not cfg.sweep:
         if check:
@@ -76,7 +76,7 @@ def policy_variants(cfg: Config, only: str | None = None,
             raise ConfigError(f"sweep[{i}].label: expected a string")
         table = base | entry
         best = table.get("k") == "best_fixed"
-        pcfg = _build(PolicyConfig, table | ({"k": 1} if best else {}), f"sweep[{i}]")
+        pcfg = build(PolicyConfig, table | ({"k": 1} if best else {}), f"sweep[{i}]")
         if best and not any(t["name"] == "fixed" and t.get("k") != "best_fixed" for _, t in out):
             raise ConfigError(f"sweep[{i}].k: \"best_fixed\" needs a fixed-k variant earlier in the sweep")
         if label is None:
@@ -98,7 +98,7 @@ def resolve_variant(table: dict, fixed_throughput: dict[int, float]) -> PolicyCo
     the first of equals wins)."""
     if table.get("k") == "best_fixed":
         table = table | {"k": max(fixed_throughput, key=fixed_throughput.__getitem__)}
-    return _build(PolicyConfig, table, "policy")
+    return build(PolicyConfig, table, "policy")
 
 
 def _clean(x):
@@ -125,10 +125,10 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     on any error (Ctrl-C and SIGTERM included) it is removed and `out` is left as it was.
 
     `out` may already exist only as a previous run folder of this tool (callers check
-    that before the run with theory.outpaths.check_out_dir, which also asks for --force);
+    that before the run with contract.outpaths.check_out_dir, which also asks for --force);
     a folder of other files or a file is never replaced. The new folder carries the
     `.tetris-run` marker."""
-    from theory.outpaths import MARKER, is_run_folder
+    from contract.outpaths import MARKER, is_run_folder
 
     out = Path(out)
     if out.exists() and not (out.is_dir() and (is_run_folder(out) or not any(out.iterdir()))):
