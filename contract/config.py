@@ -242,7 +242,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
     data: dict = copy.deepcopy(base) if base else {}
     if path is not None:
-
         p = Path(path)
         text = read_text(p, "config file")
         try:
