@@ -38,8 +38,45 @@ def best_gain_by_capacity(accept: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(ranked)])
 
 
+def ranked_scores(accept: np.ndarray) -> np.ndarray:
+    """Valid cumulative scores in TETRIS's rank order (high to low; ties: shallower, then lower index)."""
+    scores = cumulative_scores(accept)
+    flat = scores.T.reshape(-1)  # position-major: flat index j*N + i is the tie order
+    order = np.argsort(-flat, kind="stable")
+    ranked = flat[order]
+    return ranked[ranked >= 0.0]
+
+
 def goodput_capacity(accept: np.ndarray, step_time: StepTime, drafts: int | None = None) -> int:
-    """The budget C maximising expected tokens per second: (N + gain[C]) / step_time(N, K, C)."""
+    """The goodput budget as a STOPPING RULE along the ranked order (lossless at T > 0).
+
+    Slots are added one at a time in TETRIS's rank order; C is the first count where
+    adding the next slot no longer raises the expected tokens per second
+    (N + gain[C]) / step_time(N, K, C). Whether the slot of d_ij is verified then
+    depends only on the slots ranked before it and on its own score, none of which
+    depend on d_ij (deeper scores of request i never rank before it; docs/engine.md).
+    With gain concave and step time affine this is the global argmax (the old rule).
+    """
+    accept = np.asarray(accept, dtype=np.float64)
+    n, k = accept.shape
+    ranked = ranked_scores(accept)
+    gain = np.concatenate([[0.0], np.cumsum(ranked)])
+    caps = np.arange(gain.size)
+    seconds = np.asarray(step_time(n, k if drafts is None else drafts, caps), dtype=np.float64)
+    seconds = np.broadcast_to(seconds, caps.shape)
+    if np.any(seconds <= 0):
+        raise ValueError("step_time must be positive")
+    rate = (n + gain) / seconds
+    stops = np.flatnonzero(rate[1:] <= rate[:-1])  # adding slot c+1 does not pay
+    return int(stops[0]) if stops.size else int(gain.size - 1)
+
+
+def goodput_capacity_all_scores(accept: np.ndarray, step_time: StepTime, drafts: int | None = None) -> int:
+    """NOT LOSSLESS at T > 0; test-only negative control (the rule before issue 10).
+
+    The global argmax of (N + gain[C]) / step_time over ALL the scores: the budget then
+    depends on scores deeper than position j, which depend on the sampled d_j.
+    """
     accept = np.asarray(accept, dtype=np.float64)
     n, k = accept.shape
     gain = best_gain_by_capacity(accept)
