@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # module path -> provides `add_commands(subparsers)`
-_PARTS = ("theory.cli", "sim.cli", "engine.cli", "engine.smollm.cli", "analysis.cli")
+_PARTS = ("theory.cli", "sim.cli", "engine.cli", "engine.lossless_cli", "engine.smollm.cli", "analysis.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
