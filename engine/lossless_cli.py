@@ -10,6 +10,7 @@ DEFAULT_TEMPERATURES = (0.5, 1.0, 1.7)
 def add_commands(sub) -> None:
     p = sub.add_parser("check", help="correctness checks an engine builder can run on any policy config",
                        description="Correctness checks. `tetris check lossless` runs the configured policy.")
+    p.set_defaults(func=_lossless)  # no CHECK named: one-line error, exit 2
     checks = p.add_subparsers(dest="check", metavar="CHECK")
     q = checks.add_parser(
         "lossless",

@@ -139,3 +139,31 @@ def test_common_random_numbers_policies_that_differ():
         n = 1 + firsts[3][i] + 1  # prefill token + accepted + correction
         assert outs[2][i][:n] == outs[3][i][:n]
     assert sum(a != b for a, b in zip(outs[2], outs[3])) > 50  # really different policies
+
+
+def test_cli_check_lossless_exit_codes(capsys):
+    from tetris_cli import main
+
+    assert main(["check", "lossless", "--requests", "1500", "--temperatures", "1.0", "--set", "policy.k=1"]) == 0
+    out = capsys.readouterr().out
+    assert "consistent with lossless" in out and "detectable TV=" in out and "p=" in out
+    # a negative control through the CLI: exit 1
+    assert main(["check", "lossless", "--requests", "1500", "--temperatures", "1.0", "--set", "policy.k=1",
+                 "--control", "accept_all"]) == 1
+    assert "distribution OFF" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["check", "lossless", "--model", "foo"], "--model"),
+    (["check", "lossless", "--control", "nope"], "--control"),
+    (["check", "lossless", "--temperatures", "0"], "--temperatures"),
+    (["check", "lossless", "--requests", "5"], "--requests"),
+    (["check", "lossless", "--set", "policy.name=\"bogus\""], "policy.name"),
+    (["check"], "check"),
+])
+def test_cli_check_bad_input(capsys, argv, word):
+    from tetris_cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and word in err[0]
