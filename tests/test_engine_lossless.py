@@ -167,3 +167,21 @@ def test_cli_check_bad_input(capsys, argv, word):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and word in err[0]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_oracle_spends_no_budget_past_a_requests_end(temperature):
+    """Output length 3: after the prefill token, a request can use 1 draft, then none. The oracle
+    (truth-ranked) must not verify more (on 860bc70 its truth was masked by the window only:
+    usable = 1 gave verified 3)."""
+    from engine.core import Engine, Seq
+    from engine.run import run
+    from engine.tabular import TabularLM, random_table
+    from theory.policy import make_policy
+    from theory.workload import acceptance_rng
+
+    rng = np.random.default_rng(2)
+    p, q = random_table(3, rng, 0.7), random_table(3, rng, 0.7)
+    eng = Engine(TabularLM(p), TabularLM(q), make_policy(P(name="oracle", k=2, extra=2)), temperature=temperature)
+    res = run(eng, [Seq(i, [1, 2], 3, acceptance_rng(0, i)) for i in range(64)], max_batch=64)
+    assert 0 < res.stats.verified_tokens <= 64
