@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.smollm import data  # noqa: E402
-from engine.smollm.draft import (TOKEN_PAIR_DIR, build_draft, load_target, load_tokenizer, save_draft,  # noqa: E402
-                                 topk_cross_entropy)
+from engine.smollm.draft import TOKEN_PAIR_DIR, build_draft, load_target, load_tokenizer, save_draft  # noqa: E402
+from engine.smollm.shared import topk_cross_entropy  # noqa: E402
 from engine.smollm.prepare import DEFAULT_DIR  # noqa: E402
 
 TOPK = 64

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train_smollm_draft as base  # noqa: E402
 from engine.smollm.draft import PAIR_DIR, load_target, load_tokenizer  # noqa: E402
-from engine.smollm.eagle import build_eagle, eagle_loss, shift  # noqa: E402
+from engine.smollm.eagle import build_eagle, eagle_loss  # noqa: E402
+from engine.smollm.shared import shift  # noqa: E402
 from engine.smollm.prepare import DEFAULT_DIR  # noqa: E402
 
 TOPK = base.TOPK

@@ -11,8 +11,9 @@ import torch
 
 from engine.core import Engine, Seq
 from engine.run import run
-from engine.smollm.eagle import build_eagle, eagle_loss, shift
-from engine.tiny import tiny_pair
+from engine.smollm.eagle import build_eagle, eagle_loss
+from engine.smollm.shared import shift
+from engine.testing.tiny import tiny_pair
 from contract.config import PolicyConfig
 from theory.policy import make_policy
 from contract.workload import acceptance_rng

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .draft import draft_config, share_target, topk_cross_entropy
+from .shared import draft_config, share_target, topk_cross_entropy
 
 
 def eagle_class():
@@ -51,11 +51,6 @@ def build_eagle(target, num_layers: int, keep_ids: torch.Tensor, init_layers=Non
         draft.fc.weight[:, h:].copy_(torch.eye(h))
         draft.fc.bias.zero_()
     return share_target(draft, target, keep_ids, init_layers)
-
-
-def shift(f: torch.Tensor) -> torch.Tensor:
-    """[B, T, H] features at p -> at p+1 (f_{p-1} beside x_p), zeros before the first token."""
-    return F.pad(f[:, :-1], (0, 0, 1, 0))
 
 
 def eagle_loss(draft, x, feats_in, mask, top_ids, top_lp, f_next, remap, feat_weight: float = 1.0):
