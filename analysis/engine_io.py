@@ -54,7 +54,7 @@ class Measured:
 def load(cfg: Config) -> Pair:
     import torch
 
-    from engine.models import load_pair, resolve_pair
+    from engine.pairs import load_pair, resolve_pair
 
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
@@ -98,7 +98,7 @@ def speed_probe(pair: Pair, clock: str = "wall", reps: int = 7) -> tuple[float, 
     import torch
 
     from engine import kv as kvm
-    from engine.models import forward
+    from engine.forward import forward
 
     now = time.process_time if clock == "cpu" else time.perf_counter
     st = getattr(pair, "_probe", None)
@@ -251,7 +251,7 @@ def profile_table(pair: Pair, path: str | Path, batches, tokens, contexts, reps:
     import torch
 
     from engine import kv as kvm
-    from engine.models import forward
+    from engine.forward import forward
 
     rows = []
     now = time.process_time if clock == "cpu" else time.perf_counter

@@ -53,13 +53,13 @@ def main() -> int:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
-    from engine.models import DEFAULT_PAIR, load_pair
+    from engine.pairs import DEFAULT_PAIR, load_pair
 
     if args.pair or (DEFAULT_PAIR / "target" / "config.json").is_file():
         target, draft, tok = load_pair(args.pair, args.device)
         pair_name = args.pair or "engine/pair"
     else:
-        from engine.tiny import tiny_pair, train_tiny_tokenizer
+        from engine.testing.tiny import tiny_pair, train_tiny_tokenizer
 
         tok = train_tiny_tokenizer(300)
         target, draft = tiny_pair(vocab=len(tok))

@@ -141,7 +141,7 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def _profile(args) -> int:
-    from engine.models import load_pair
+    from engine.pairs import load_pair
     from engine.profile import profile, write_csv
     from contract.config import ConfigError
 

@@ -19,7 +19,7 @@ import torch
 
 from engine import estimators as est
 from engine import kv as kvm
-from engine.models import forward, model_device
+from engine.forward import forward, model_device
 from engine.sampling import next_token, probs, sample, verify
 from contract.trace import TraceRecord
 
@@ -100,7 +100,7 @@ class Engine:
         self.accept_all = accept_all  # negative control only
         self.p_temperature = p_temperature  # negative control only: acceptance rule's p at another temperature
         self.clock = clock
-        self.packed = packed  # ragged forwards cost their real tokens (engine.models.forward)
+        self.packed = packed  # ragged forwards cost their real tokens (engine.forward.forward)
         self.device = model_device(target)
         self.use_draft = policy.cfg.name != "none"
         # a draft that reads the target's hidden states: input at p is (x_p, f_{p-1}) (engine/smollm/eagle.py)

@@ -10,7 +10,7 @@ several prompts; the joint distribution of the first `tokens` emitted tokens
 with the exact target joint by a chi-square test (cells with expected count < 5
 pooled); the per-prompt statistics add up (independent requests).
 
-Models: "tabular" (second-order tables, engine/tabular.py), "tiny" (a tiny Llama
+Models: "tabular" (second-order tables, engine/testing/tabular.py), "tiny" (a tiny Llama
 pair, vocab 4, exact joint by enumerating the target) and "eagle" (the tiny target
 with an EAGLE-style draft that reads its hidden states).
 
@@ -39,7 +39,7 @@ from scipy.optimize import brentq
 
 from engine.core import Engine, Seq
 from engine.run import run
-from engine.tabular import TabularLM, random_table
+from engine.testing.tabular import TabularLM, random_table
 from theory.policy import make_policy
 from contract.workload import acceptance_rng
 
@@ -118,7 +118,7 @@ def _models(kind: str, seed: int, concentration: float = 0.7):
         rng = np.random.default_rng(seed)
         p, q = random_table(VOCAB, rng, concentration), random_table(VOCAB, rng, concentration)
         return TabularLM(p), TabularLM(q), p
-    from engine.tiny import tiny_pair
+    from engine.testing.tiny import tiny_pair
 
     target, draft = tiny_pair(vocab=VOCAB, hidden=32, layers=2, seed=seed, init=0.6)
     if kind == "eagle":

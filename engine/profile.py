@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from engine import kv as kvm
-from engine.models import forward, model_device
+from engine.forward import forward, model_device
 
 COLUMNS = ("batch", "tokens_per_request", "context", "target_s", "draft_s")
 

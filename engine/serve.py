@@ -130,7 +130,7 @@ def run_config(cfg: Config, only: str | None = None, progress: bool = True, cali
                models=None) -> dict:
     """Every policy variant of the config on the engine; returns {label: PolicyRun}."""
     from engine.estimators import resolve
-    from engine.models import device_dtype, load_pair, resolve_pair
+    from engine.pairs import device_dtype, load_pair, resolve_pair
 
     e = cfg.engine
     todo = runs.policy_variants(cfg, only)

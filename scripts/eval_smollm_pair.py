@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.calibration import roc_auc  # noqa: E402
 from engine.smollm import data  # noqa: E402
 from engine.smollm.draft import PAIR_DIR, load_draft, load_target, load_tokenizer  # noqa: E402
-from engine.smollm.eagle import shift  # noqa: E402
+from engine.smollm.shared import shift  # noqa: E402
 from engine.smollm.prepare import DEFAULT_DIR, MissingDependency  # noqa: E402
 
 
@@ -89,11 +89,11 @@ def chat_set(tok, work: Path, target, n: int):
 
 @torch.no_grad()
 def step_costs(target, draft, batches=(1, 8), ctx: int = 128, reps: int = 30):
-    """Median decode-step time (s) of each model as the engine runs it (engine.models.forward:
+    """Median decode-step time (s) of each model as the engine runs it (engine.forward.forward:
     decoder + head on the last position, BatchKV cache; the EAGLE draft's fuse included), one
     token per request after a ctx-token prefill; interleaved so load affects both alike."""
     from engine import kv as kvm
-    from engine.models import forward
+    from engine.forward import forward
     out = {}
     g = torch.Generator().manual_seed(0)
     for B in batches:

@@ -26,14 +26,14 @@ NOISE = 0.15  # a measured throughput gap below this is not a ranking the test c
 def calibrated(tmp_path_factory):
     from analysis import engine_io as eio
     from analysis import validate as val
-    from engine.models import DEFAULT_PAIR
+    from engine.pairs import DEFAULT_PAIR
     from contract.config import load_config
 
     tmp = tmp_path_factory.mktemp("simreal")
     if (Path(DEFAULT_PAIR) / "target" / "config.json").is_file():
         pair_dir = str(DEFAULT_PAIR)
     else:  # no committed pair yet: the engine's tiny random pair
-        from engine.tiny import save_tiny_pair
+        from engine.testing.tiny import save_tiny_pair
 
         pair_dir = str(save_tiny_pair(tmp / "pair"))
     base = {"workload": {"arrival": "offline", "num_requests": 8, "prompt_len": {"dist": "uniform", "low": 16, "high": 64},
@@ -99,7 +99,7 @@ def test_validate_json_contract(tmp_path, capsys):
 
     import tetris_cli
     from analysis.validate_math import error_table
-    from engine.tiny import save_tiny_pair
+    from engine.testing.tiny import save_tiny_pair
 
     pair = save_tiny_pair(tmp_path / "pair")
     argv = ["validate", "--json", "--policies", "none,tetris", "--loads", "offline,0.5", "--repeats", "1",

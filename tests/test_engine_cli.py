@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    from engine.tiny import save_tiny_pair
+    from engine.testing.tiny import save_tiny_pair
 
     return save_tiny_pair(tmp_path_factory.mktemp("pair"))
 

@@ -16,7 +16,7 @@ from scipy.stats import chisquare
 
 from engine.core import Engine, Seq
 from engine.run import run
-from engine.tabular import TabularLM, exact_joint, random_table
+from engine.testing.tabular import TabularLM, exact_joint, random_table
 from contract.config import PolicyConfig
 from theory.policy import make_policy
 from contract.workload import acceptance_rng

@@ -20,7 +20,7 @@ def _run(target, draft, cfg, prompts, out_len=24, temperature=0.0, max_batch=4):
 
 
 def test_cuda_float32_greedy_lossless():
-    from engine.tiny import tiny_pair
+    from engine.testing.tiny import tiny_pair
     from contract.config import PolicyConfig
 
     target, draft = (m.cuda() for m in tiny_pair(vocab=64, hidden=32, layers=2, seed=1))
@@ -35,7 +35,7 @@ def test_cuda_float32_greedy_lossless():
 def test_cuda_tabular_sampling_lossless():
     from scipy.stats import chisquare
 
-    from engine.tabular import TabularLM, exact_joint, random_table
+    from engine.testing.tabular import TabularLM, exact_joint, random_table
     from contract.config import PolicyConfig
 
     rng = np.random.default_rng(3)
@@ -53,7 +53,7 @@ def test_cuda_tabular_sampling_lossless():
 
 
 def test_cuda_bf16_committed_pair_every_policy(tmp_path, capsys):
-    from engine.models import DEFAULT_PAIR
+    from engine.pairs import DEFAULT_PAIR
     from tetris_cli import main
 
     if not (DEFAULT_PAIR / "target" / "config.json").is_file():

@@ -5,7 +5,7 @@ import torch
 
 from engine.core import Engine, Seq
 from engine.run import run
-from engine.tiny import tiny_pair
+from engine.testing.tiny import tiny_pair
 from contract.config import PolicyConfig
 from theory.policy import make_policy
 from contract.workload import acceptance_rng
@@ -98,23 +98,6 @@ def test_packed_layout_equals_plain(pair, prompts, plain, cfg):
     out, res = generate(pair, prompts, cfg, packed=True)
     assert out == plain
     assert res.stats.accepted_tokens > 0
-
-
-def test_packed_forward_matches_padded_on_real_positions(pair):
-    from engine import kv as kvm
-    from engine.models import forward
-    target, _ = pair
-    rows = [[5, 6, 7, 8, 9], [1], [2, 3, 4]]
-    _, st = forward(target, kvm.empty(3), [[10, 11], [12, 13, 14], [15]])  # ragged context first
-    a, sa = forward(target, st, rows)
-    b, sb = forward(target, st, rows, packed=True)
-    for i, r in enumerate(rows):
-        torch.testing.assert_close(a[i, : len(r)], b[i, : len(r)], rtol=1e-5, atol=1e-5)
-        assert (b[i, len(r):] == 0).all()  # padding positions are not computed
-    assert torch.equal(sa.valid, sb.valid)
-    for (ka, va), (kb, vb) in zip(sa.layers, sb.layers):
-        m = sa.valid[:, None, :, None]
-        torch.testing.assert_close(ka * m, kb * m, rtol=1e-5, atol=1e-5)
 
 
 def test_bfloat16_draft_with_float32_target_is_lossless(pair, prompts, plain):

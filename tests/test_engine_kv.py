@@ -5,8 +5,8 @@ import torch
 
 from engine import kv as kvm
 from engine.core import Engine, Seq
-from engine.models import forward
-from engine.tiny import tiny_pair
+from engine.forward import forward
+from engine.testing.tiny import tiny_pair
 from contract.config import PolicyConfig
 from theory.policy import make_policy
 from contract.workload import acceptance_rng

@@ -112,7 +112,7 @@ def test_common_random_numbers_policies_that_differ():
     correction); and the two policies do differ elsewhere."""
     from engine.core import Engine, Seq
     from engine.run import run
-    from engine.tabular import TabularLM, random_table
+    from engine.testing.tabular import TabularLM, random_table
     from theory.policy import make_policy
     from contract.workload import acceptance_rng
 
@@ -176,7 +176,7 @@ def test_oracle_spends_no_budget_past_a_requests_end(temperature):
     usable = 1 gave verified 3)."""
     from engine.core import Engine, Seq
     from engine.run import run
-    from engine.tabular import TabularLM, random_table
+    from engine.testing.tabular import TabularLM, random_table
     from theory.policy import make_policy
     from contract.workload import acceptance_rng
 

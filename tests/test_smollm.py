@@ -53,7 +53,7 @@ def test_chat_prompts_split_by_topic():
 
 def test_restricted_head_scatter():
     torch = pytest.importorskip("torch")
-    from engine.smollm.draft import NEG, RestrictedHead
+    from engine.smollm.shared import NEG, RestrictedHead
     g = torch.Generator().manual_seed(0)
     keep = torch.tensor([3, 7, 8, 20])
     w = torch.randn(4, 5, generator=g)
@@ -192,7 +192,7 @@ def test_cli_group_parses(capsys):
 
 
 def test_pair_alias_resolves_to_split_draft():
-    from engine.models import resolve_pair
+    from engine.pairs import resolve_pair
     from engine.smollm.draft import PAIR_DIR
     if not (PAIR_DIR / "draft_config.json").is_file():
         pytest.skip("no committed draft in engine/smollm_pair")
@@ -200,7 +200,7 @@ def test_pair_alias_resolves_to_split_draft():
 
 
 def test_load_pair_unprepared_names_command(monkeypatch, tmp_path):
-    from engine.models import load_pair
+    from engine.pairs import load_pair
     from contract.config import ConfigError
     monkeypatch.setattr(prepare, "DEFAULT_DIR", tmp_path / "missing")
     with pytest.raises(ConfigError, match="engine.pair: smollm_pair: .*tetris smollm prepare"):

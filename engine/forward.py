@@ -1,91 +1,12 @@
-"""Loading a draft/target pair and running one batched forward over a BatchKV."""
+"""One batched forward of ragged new tokens over a BatchKV (padded or packed layout)."""
 from __future__ import annotations
 
+import functools
 import types
-from pathlib import Path
 
 import torch
 
 from engine import kv as kvm
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_PAIR = REPO / "engine" / "pair"
-
-
-# SmolLM2 target + distilled draft (docs/models-smollm.md): EAGLE-style (default) or token-level
-PAIR_ALIASES = {"smollm": REPO / "engine" / "smollm_pair", "smollm-token": REPO / "engine" / "smollm_pair_token"}
-SPLIT_DRAFT_META = "draft_config.json"  # a draft folder whose target is a prepared model elsewhere
-
-
-def resolve_pair(pair: str) -> Path:
-    """The pair's folder: target/ + draft/ HF folders, or a split draft (draft_config.json) whose
-    target is prepared separately (the SmolLM2 pair: `engine.pair = "smollm"`)."""
-    from contract.config import ConfigError
-
-    path = PAIR_ALIASES.get(pair, Path(pair) if pair else DEFAULT_PAIR)
-    if not path.is_absolute() and not path.exists():
-        path = REPO / path
-    if (path / SPLIT_DRAFT_META).is_file():
-        return path
-    for name in ("target", "draft"):
-        if not (path / name / "config.json").is_file():
-            raise ConfigError(f"engine.pair: {str(path)!r} has no {name}/config.json (an HF model folder) "
-                              f"and no {SPLIT_DRAFT_META} (a split draft)")
-    return path
-
-
-def device_dtype(device: str) -> tuple[torch.device, torch.dtype]:
-    from contract.config import ConfigError
-
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("engine.device: 'cuda' requested but torch sees no CUDA device")
-        return torch.device("cuda"), torch.bfloat16
-    return torch.device("cpu"), torch.float32
-
-
-def load_model(path, device: str = "cpu"):
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    dev, dtype = device_dtype(device)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    return model.to(dev).eval()
-
-
-def load_pair(pair: str = "", device: str = "cpu", draft_dtype: str = "auto"):
-    """(target, draft, tokenizer) from a folder holding target/ and draft/ (shared tokenizer),
-    or from a split draft folder (its target is the prepared SmolLM2; see engine/smollm)."""
-    from transformers import AutoTokenizer
-
-    path = resolve_pair(pair)
-    if (path / SPLIT_DRAFT_META).is_file():
-        return load_split_pair(path, device, draft_dtype)
-    target = load_model(path / "target", device)
-    draft = load_model(path / "draft", device)
-    if draft_dtype != "auto":
-        draft = draft.to(getattr(torch, draft_dtype))
-    tok_dir = path / "target" if (path / "target" / "tokenizer.json").exists() else path
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    return target, draft, tokenizer
-
-
-def load_split_pair(path: Path, device: str = "cpu", draft_dtype: str = "auto"):
-    """The SmolLM2 pair: the prepared target (`tetris smollm prepare`) + the committed draft."""
-    from contract.config import ConfigError
-    from engine.smollm import draft as sd
-    from engine.smollm.prepare import DEFAULT_DIR, MissingDependency, target_dir
-
-    try:
-        tdir = target_dir(DEFAULT_DIR)
-    except MissingDependency as e:
-        raise ConfigError(f"engine.pair: {path.name}: {e}") from None
-    dev, dtype = device_dtype(device)
-    target = sd.load_target(tdir, dtype=dtype).to(dev)
-    ddtype = dtype if draft_dtype == "auto" else getattr(torch, draft_dtype)
-    draft = sd.load_draft(pair_dir=path, target=target, dtype=ddtype).to(dev)
-    return target, draft, sd.load_tokenizer(tdir)
 
 
 def model_device(model) -> torch.device:
@@ -96,6 +17,7 @@ def model_dtype(model) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
+@functools.cache
 def _grow_layer_class():
     from transformers.cache_utils import DynamicLayer
 
@@ -127,20 +49,15 @@ def _grow_layer_class():
     return GrowLayer
 
 
-_GROW = None
-
-
 def _wrap(state: kvm.BatchKV):
     """A DynamicCache over the state's tensors (no copy); new tokens go into spare capacity."""
-    global _GROW
     from transformers import DynamicCache
 
-    if _GROW is None:
-        _GROW = _grow_layer_class()
+    grow = _grow_layer_class()
     cache = DynamicCache()
     bufs = state.buffers if state.buffers is not None else state.layers
     for k, v in bufs:
-        cache.layers.append(_GROW(k, v, state.width))
+        cache.layers.append(grow(k, v, state.width))
     return cache
 
 
@@ -148,13 +65,18 @@ def _wrap(state: kvm.BatchKV):
 # (non-padding) rows of its [B, T, in] input and leaves zeros in the padding rows. The linear layers
 # are nearly all of a small model's multiply-adds, so a ragged batch then costs its real tokens,
 # not B * max(T). Attention, norms and rotary still see the padded [B, T] layout (the KV cache's).
-_PACK: list = [None]  # (flat indices of the real rows [P] int64, B * T) during a packed forward
+class PackState:
+    """One model's packing state, shared by all its nn.Linear modules."""
+
+    def __init__(self):
+        # (flat indices of the real rows [P] int64, B * T) during a packed forward, else None
+        self.rows: tuple[torch.Tensor, int] | None = None
 
 
 def _packed_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """nn.Linear.forward on the real rows only while a packed forward runs (bound per module with
-    types.MethodType, so a deepcopy of the model rebinds it to the copy)."""
-    pk = _PACK[0]
+    types.MethodType, so a deepcopy of the model rebinds it, and its PackState, to the copy)."""
+    pk = self._tetris_pack.rows
     if pk is None or x.dim() != 3 or x.shape[0] * x.shape[1] != pk[1]:
         return torch.nn.functional.linear(x, self.weight, self.bias)
     idx, bt = pk
@@ -163,12 +85,16 @@ def _packed_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tens
     return y.view(*x.shape[:2], self.out_features)
 
 
-def _make_packable(model) -> None:
-    if not getattr(model, "_tetris_packable", False):
+def _pack_state(model) -> PackState:
+    """The model's PackState; on first use every nn.Linear of the model is bound to it."""
+    if getattr(model, "_tetris_pack", None) is None:
+        state = PackState()
         for m in model.modules():
             if isinstance(m, torch.nn.Linear):
+                m._tetris_pack = state
                 m.forward = types.MethodType(_packed_linear_forward, m)
-        model._tetris_packable = True
+        model._tetris_pack = state
+    return model._tetris_pack
 
 
 @torch.no_grad()
@@ -183,7 +109,7 @@ def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool 
     feats: per row [len(tokens[b]), H] features fused with the tokens (a draft that reads the
     target's hidden states: model.fuse), or one tensor [B, T, H] when every row has T tokens. hidden=True returns (logits, new_state, hidden) with the
     final (post-norm) hidden states, float32 [B, T, H].
-    packed=True: ragged rows cost their real tokens only (see _PACK); outputs at padding positions
+    packed=True: ragged rows cost their real tokens only (see PackState); outputs at padding positions
     are meaningless (zeros), as they are in the padded layout.
     """
     dev, dtype = model_device(model), model_dtype(model)
@@ -208,14 +134,16 @@ def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool 
         kw["input_ids"] = ids
     rows = torch.arange(len(tokens), device=dev)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    pack = None
     if packed and not bool((n == t).all()):
-        _make_packable(model)
+        pack = _pack_state(model)
         real = (torch.arange(t, device=dev)[None, :] < n[:, None]).reshape(-1)
-        _PACK[0] = (real.nonzero().squeeze(1), len(tokens) * t)
+        pack.rows = (real.nonzero().squeeze(1), len(tokens) * t)
     try:
         out, hid = _run(model, kw, head, rows, n, last_only, logits, hidden)
     finally:
-        _PACK[0] = None
+        if pack is not None:
+            pack.rows = None
     new = kvm.append(state, [(layer.keys, layer.values) for layer in cache.layers], n, t)
     if cache.layers and hasattr(cache.layers[0], "kbuf"):
         new.buffers = [(layer.kbuf, layer.vbuf) for layer in cache.layers]

@@ -1,0 +1,49 @@
+"""engine/forward.py: one batched forward of ragged tokens; the packed layout computes the linear
+layers on the real rows only and leaves exact zeros in the padding rows."""
+import copy
+
+import pytest
+import torch
+
+from engine import kv as kvm
+from engine.forward import forward
+from engine.testing.tiny import tiny_pair
+
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return tiny_pair(vocab=64, hidden=32, layers=2, seed=1)  # as tests/test_engine_greedy.py
+
+
+def test_packed_forward_matches_padded_on_real_positions(pair):
+    target, _ = pair
+    rows = [[5, 6, 7, 8, 9], [1], [2, 3, 4]]
+    _, st = forward(target, kvm.empty(3), [[10, 11], [12, 13, 14], [15]])  # ragged context first
+    a, sa = forward(target, st, rows)
+    b, sb = forward(target, st, rows, packed=True)
+    for i, r in enumerate(rows):
+        torch.testing.assert_close(a[i, : len(r)], b[i, : len(r)], rtol=1e-5, atol=1e-5)
+        assert (b[i, len(r):] == 0).all()  # padding positions are not computed
+    assert torch.equal(sa.valid, sb.valid)
+    for (ka, va), (kb, vb) in zip(sa.layers, sb.layers):
+        m = sa.valid[:, None, :, None]
+        torch.testing.assert_close(ka * m, kb * m, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_state_follows_a_deepcopy(pair):
+    """Each packed model binds its nn.Linear forwards to its own PackState (types.MethodType), so a
+    deepcopy packs with the copy's state and the original is left untouched (no module global)."""
+    target, _ = pair
+    rows = [[5, 6, 7], [1]]
+    forward(target, kvm.empty(2), rows, packed=True)  # binds the original
+    twin = copy.deepcopy(target)
+    lin = next(m for m in twin.modules() if isinstance(m, torch.nn.Linear))
+    assert lin.forward.__self__ is lin and lin._tetris_pack is twin._tetris_pack
+    assert twin._tetris_pack is not target._tetris_pack
+    a, _ = forward(target, kvm.empty(2), rows, packed=True)
+    b, _ = forward(twin, kvm.empty(2), rows, packed=True)
+    assert torch.equal(a, b) and (b[1, 1:] == 0).all()
+    assert target._tetris_pack.rows is None and twin._tetris_pack.rows is None  # cleared after each forward
