@@ -1,11 +1,12 @@
 """The batched speculative-decoding loop (one Engine = one running batch).
 
-Per step, for all running requests at once:
-  1. K = policy.num_drafts(N); the draft proposes K tokens per request (its own KV),
-  2. estimates a_ij from the chosen estimator; L = policy.allocate(estimates),
-  3. ONE target forward over [last token, d_1..d_L_i] per request (ragged, masked),
-  4. speculative acceptance; each request emits accepted + 1 tokens (capped at its length),
-  5. both KV states keep only the accepted tokens (rejected slots are masked off).
+Per step (Engine.step), for all running requests at once:
+  1. propose: K = policy.num_drafts(N); the draft proposes K tokens per request (its own KV),
+  2. select: estimates a_ij from the chosen estimator; L = policy.allocate(estimates),
+  3. verify: ONE target forward over [last token, d_1..d_L_i] per request (ragged, masked),
+     then speculative acceptance,
+  4. commit: both KV states keep only the accepted tokens (rejected slots are masked off); each
+     request emits accepted + 1 tokens (capped at its length); the policy observes the step.
 Requests join (batched prefill, which emits their first token) and leave between steps.
 Trace mode verifies all K drafts (ground truth) but emits only what the policy selected.
 """
@@ -86,6 +87,20 @@ class StepOut:
     target_s: float  # seconds in the verification forward
     select_s: float  # seconds estimating + allocating
     finished: list  # Seqs that completed this step
+
+
+@dataclass
+class Verified:
+    """What one verification pass decided (Engine._verify)."""
+
+    drafts: list  # [N][K] int draft tokens (as lists)
+    start: int  # target KV width before the pass (its new slots start here)
+    lengths: np.ndarray  # [N] int verified windows the policy selected (StepOut.lengths)
+    accepted: torch.Tensor  # [N] int64 accepted drafts (within the selection)
+    new: torch.Tensor  # [N] int64 the token after the accepted drafts (bonus or correction)
+    truth: torch.Tensor  # [N, max window] per draft: greedy match (float32) / acceptance probability (float64)
+    features: torch.Tensor | None  # [N, 1 + window, H] float32 target features of the fed tokens (EAGLE), else None
+    select_s: float  # seconds allocating after the pass (oracle / trace mode), else 0
 
 
 class Engine:
@@ -210,97 +225,135 @@ class Engine:
     # ------------------------------------------------------------ one step
 
     def step(self) -> StepOut:
+        """One speculative step for every running request: propose, select, verify, commit."""
         n = len(self.seqs)
         k = self.policy.num_drafts(n) if self.use_draft else 0
-        if self.temperature > 0:  # per (request, token index): drafts, accept tests, final tokens at t..t+K
-            u = np.concatenate([draws(self.seqs, k, 0), draws(self.seqs, k, 1), draws(self.seqs, k + 1, 2)], axis=1)
-        else:  # greedy needs no randomness
-            u = np.zeros((n, 3 * k + 1))
+        u = self._uniforms(n, k)
         t0 = self.clock()
-        estimates = None
-        if k > 0:
-            drafts, q, feats = self._draft(k, u[:, :k])
-            self._sync()
-        else:
-            drafts = torch.zeros(n, 0, dtype=torch.long, device=self.device)
-            q = None
+        drafts, q, feats = self._propose(n, k, u[:, :k])
         t1 = self.clock()
-        if k > 0:
-            estimates = est.estimate(self.estimator, feats, k, self.calibrated)
-            usable = np.array([s.output_len - len(s.out) - 1 for s in self.seqs])  # drafts that can still be emitted
-            if usable.min() < k:  # as in the simulator: no budget for drafts past a request's end
-                estimates = np.where(np.arange(k)[None, :] < usable[:, None], estimates, np.nan)
-            if self.policy.cfg.name == "oracle" or self.trace:
-                lengths = None  # decided after verifying all K
-                window = np.full(n, k, dtype=np.int64)
-            else:
-                lengths = self.policy.allocate(estimates)
-                window = lengths
-        else:
-            lengths = window = np.zeros(n, dtype=np.int64)
+        estimates, lengths, window = self._select(n, k, feats)
         t2 = self.clock()
-        # ---- verification: one target forward over [last token, d_1..d_window]
-        last = [s.out[-1] for s in self.seqs]
+        v = self._verify(k, drafts, q, estimates, lengths, window, u)
+        t3 = self.clock()
+        acc, emitted, finished = self._commit(k, window, v)
+        self._observe(k, estimates, feats, window, v, acc, emitted)
+        self._retire(finished)
+        return StepOut(n, k, np.asarray(v.lengths, dtype=np.int64), acc, emitted, t1 - t0, t3 - t2,
+                       (t2 - t1) + v.select_s, finished)
+
+    def _uniforms(self, n: int, k: int) -> np.ndarray:
+        """U(0,1) [N, 3K+1]: draft samples [:K], accept tests [K:2K], target samples [2K:] at
+        token indices t..t+K (per request and token index, see draws); zeros when greedy."""
+        if self.temperature > 0:
+            return np.concatenate([draws(self.seqs, k, 0), draws(self.seqs, k, 1), draws(self.seqs, k + 1, 2)], axis=1)
+        return np.zeros((n, 3 * k + 1))  # greedy needs no randomness
+
+    def _propose(self, n: int, k: int, u: np.ndarray):
+        """The draft's K tokens per request: (drafts [N, K] int64, q [N, K, V] or None, features)."""
+        if k == 0:
+            return torch.zeros(n, 0, dtype=torch.long, device=self.device), None, None
+        drafts, q, feats = self._draft(k, u)
+        self._sync()
+        return drafts, q, feats
+
+    def _select(self, n: int, k: int, feats):
+        """(estimates [N, K] float64 or None, lengths [N] int64 the policy selected, or None when it
+        decides after verifying all K (oracle, trace mode), window [N] int64 drafts to verify)."""
+        if k == 0:
+            lengths = window = np.zeros(n, dtype=np.int64)
+            return None, lengths, window
+        estimates = est.estimate(self.estimator, feats, k, self.calibrated)
+        usable = np.array([s.output_len - len(s.out) - 1 for s in self.seqs])  # drafts that can still be emitted
+        if usable.min() < k:  # as in the simulator: no budget for drafts past a request's end
+            estimates = np.where(np.arange(k)[None, :] < usable[:, None], estimates, np.nan)
+        if self.policy.cfg.name == "oracle" or self.trace:
+            return estimates, None, np.full(n, k, dtype=np.int64)  # lengths decided after verifying all K
+        lengths = self.policy.allocate(estimates)
+        return estimates, lengths, lengths
+
+    def _verify(self, k, drafts, q, estimates, lengths, window, u) -> Verified:
+        """ONE target forward over [last token, d_1..d_window] per request, then the acceptance rule
+        on the selected lengths (decided here from the truth when _select left them to it)."""
+        n = len(self.seqs)
         d_list = drafts.tolist()
-        tokens = [[last[i]] + d_list[i][: int(window[i])] for i in range(n)]
+        tokens = [[s.out[-1]] + d_list[i][: int(window[i])] for i, s in enumerate(self.seqs)]
         start = self.tkv.width
         out = self._fwd(self.target, self.tkv, tokens, hidden=self.eagle)
         logits, self.tkv = out[:2]
         thid = out[2] if self.eagle else None  # [N, 1 + window, H] target features of the fed tokens
-        extra_select = 0.0
+        select_s = 0.0
         if lengths is None:
-            _, _, truth = verify(logits, drafts, q, torch.zeros(n, dtype=torch.long, device=self.device),
-                                 self.temperature, torch.zeros(n, k), torch.zeros(n))
-            ts = self.clock()
-            truth_np = truth.double().cpu().numpy()
-            truth_np = np.where(np.isnan(estimates), np.nan, truth_np)  # as the estimates: nothing past the end
-            lengths = self.policy.allocate(estimates, truth=truth_np if self.policy.cfg.name == "oracle" else None)
-            extra_select = self.clock() - ts
+            lengths, select_s = self._select_with_truth(logits, drafts, q, estimates)
         len_t = torch.as_tensor(lengths, dtype=torch.long, device=self.device)
         u_acc = torch.as_tensor(u[:, k:2 * k] if k else np.zeros((n, 0)), device=self.device)
         u_fin = torch.as_tensor(u[:, 2 * k:], device=self.device)  # [N, K+1]: the final token lands at t + accepted
         accepted, new, truth = verify(logits, drafts, q, len_t, self.temperature, u_acc, u_fin, self.accept_all,
                                       p_temperature=self.p_temperature)
         self._sync()
-        t3 = self.clock()
-        # ---- bookkeeping: keep only accepted tokens in both KV states
+        return Verified(d_list, start, lengths, accepted, new, truth, thid, select_s)
+
+    def _select_with_truth(self, logits, drafts, q, estimates):
+        """The policy's lengths once all K drafts are verified (the oracle reads the truth).
+        Returns (lengths [N] int64, seconds allocating)."""
+        n, k = drafts.shape
+        _, _, truth = verify(logits, drafts, q, torch.zeros(n, dtype=torch.long, device=self.device),
+                             self.temperature, torch.zeros(n, k), torch.zeros(n))
+        ts = self.clock()
+        truth_np = truth.double().cpu().numpy()
+        truth_np = np.where(np.isnan(estimates), np.nan, truth_np)  # as the estimates: nothing past the end
+        lengths = self.policy.allocate(estimates, truth=truth_np if self.policy.cfg.name == "oracle" else None)
+        return lengths, self.clock() - ts
+
+    def _commit(self, k: int, window: np.ndarray, v: Verified):
+        """Keep only the accepted tokens in both KV states; each request emits accepted + 1 tokens
+        (capped at its length). Returns (accepted [N] int64, emitted [N] int64, finished Seqs)."""
         if int(window.max(initial=0)) > 0:  # else every fed token is kept
-            kvm.keep_from(self.tkv, start, 1 + accepted)
-        acc = accepted.cpu().numpy().astype(np.int64)
-        new_l = new.tolist()
+            kvm.keep_from(self.tkv, v.start, 1 + v.accepted)
+        acc = v.accepted.cpu().numpy().astype(np.int64)
+        new_l = v.new.tolist()
         if k > 0:  # an EAGLE draft refeeds the accepted drafts with the target's features instead
-            keep = torch.zeros_like(accepted) if self.eagle else torch.clamp(accepted, max=k - 1)
+            keep = torch.zeros_like(v.accepted) if self.eagle else torch.clamp(v.accepted, max=k - 1)
             kvm.keep_from(self.dkv, self.draft_start, keep)
         now = self.now()
-        emitted = np.zeros(n, dtype=np.int64)
+        emitted = np.zeros(len(self.seqs), dtype=np.int64)
         finished = []
         for i, s in enumerate(self.seqs):
-            room = s.output_len - len(s.out)
-            toks = (d_list[i][: acc[i]] + [new_l[i]])[:room]
+            toks = (v.drafts[i][: acc[i]] + [new_l[i]])[: s.output_len - len(s.out)]
             emitted[i] = len(toks)
             s.out.extend(toks)
-            if self.eagle:  # pairs (d_1, f(last)), .., (d_a, f(d_{a-1})), (new, f(d_a))
-                s.pending_draft = (d_list[i][: acc[i]] if k > 0 else s.pending_draft) + [new_l[i]]
-                f = thid[i, : acc[i] + 1]
-                s.pending_feat = f if k > 0 else torch.cat([s.pending_feat, f])
-            elif k > 0:
-                s.pending_draft = ([d_list[i][k - 1]] if acc[i] == k else []) + [new_l[i]]
-            else:
-                s.pending_draft = s.pending_draft + [new_l[i]]
+            self._feed_draft(s, k, v.drafts[i], acc[i], new_l[i], v.features[i] if self.eagle else None)
             if s.done:
                 s.finish_s = now
                 finished.append(s)
+        return acc, emitted, finished
+
+    def _feed_draft(self, s: Seq, k: int, drafts: list[int], a, new: int, thid) -> None:
+        """What the draft reads next step: the emitted tokens it has not fed yet (for an EAGLE
+        draft with the target's features beside them; thid [1 + window, H])."""
+        if self.eagle:  # pairs (d_1, f(last)), .., (d_a, f(d_{a-1})), (new, f(d_a))
+            s.pending_draft = (drafts[:a] if k > 0 else s.pending_draft) + [new]
+            f = thid[: a + 1]
+            s.pending_feat = f if k > 0 else torch.cat([s.pending_feat, f])
+        elif k > 0:
+            s.pending_draft = ([drafts[k - 1]] if a == k else []) + [new]
+        else:
+            s.pending_draft = s.pending_draft + [new]
+
+    def _observe(self, k, estimates, feats, window, v: Verified, acc, emitted) -> None:
+        """Trace records, calibration data and the policy's own feedback for this step."""
         if k > 0:
-            self._record(k, estimates, feats, truth, window, lengths, acc, emitted)
+            self._record(k, estimates, feats, v.truth, window, v.lengths, acc, emitted)
             if self.estimator == "calibrated" or self.collect_calibration:
-                self.calibrated.observe(feats, k, np.asarray(lengths), acc)
-        self.policy.observe(np.asarray(lengths), acc)
+                self.calibrated.observe(feats, k, np.asarray(v.lengths), acc)
+        self.policy.observe(np.asarray(v.lengths), acc)
         self.step_index += 1
+
+    def _retire(self, finished: list[Seq]) -> None:
+        """Finished requests leave the batch; KV holes are squeezed out when they grow."""
         if finished:
             self._drop(finished)
         self._maybe_compact()
-        return StepOut(n, k, np.asarray(lengths, dtype=np.int64), acc, emitted, t1 - t0, t3 - t2,
-                       (t2 - t1) + extra_select, finished)
 
     def _record(self, k, estimates, feats, truth, window, lengths, acc, emitted) -> None:
         if not self.trace:
