@@ -37,7 +37,7 @@ def hf_generate_tps(target, prompts, out_len: int, clock=time.perf_counter) -> f
     return ids.shape[0] * out_len / (clock() - t0)
 
 
-def main() -> int:
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", default="")
     ap.add_argument("--device", default="cpu")
@@ -49,21 +49,82 @@ def main() -> int:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: this process's CPU seconds (use with --threads 1 on a shared machine)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per policy; the median throughput is kept")
-    args = ap.parse_args()
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return ap.parse_args()
+
+
+def load_bench_pair(args):
+    """(target, draft, tokenizer, name): the given or committed pair, else a tiny random one."""
     from engine.pairs import DEFAULT_PAIR, load_pair
 
     if args.pair or (DEFAULT_PAIR / "target" / "config.json").is_file():
         target, draft, tok = load_pair(args.pair, args.device)
-        pair_name = args.pair or "engine/pair"
-    else:
-        from engine.testing.tiny import tiny_pair, train_tiny_tokenizer
+        return target, draft, tok, args.pair or "engine/pair"
+    from engine.testing.tiny import tiny_pair, train_tiny_tokenizer
 
-        tok = train_tiny_tokenizer(300)
-        target, draft = tiny_pair(vocab=len(tok))
-        pair_name = "tiny random pair (engine/pair missing)"
+    tok = train_tiny_tokenizer(300)
+    target, draft = tiny_pair(vocab=len(tok))
+    return target, draft, tok, "tiny random pair (engine/pair missing)"
+
+
+def bench_policies(args, target, draft, prompts, batch, clock) -> None:
+    """1 + 3: every policy on 2 x batch requests; TETRIS against the best fixed k and no-SD."""
+    from contract.workload import iter_requests
+
+    n = 2 * batch
+    cfg = load_config(None, [f"workload.num_requests={n}", f"server.max_batch={batch}",
+                             f"workload.prompt_len.value={args.prompt_len}",
+                             f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}",
+                             f"engine.temperature={args.temperature}", "policy.max_k=6"])
+    wl = Workload(list(iter_requests(cfg)), prompts)
+    warmup(target, draft, cfg)
+    step_time = step_time_for(cfg, target, draft, wl)
+    res = {}
+
+    def go(label, pcfg):
+        runs = sorted((run_policy(cfg, pcfg, label, target, draft, wl, step_time, clock=clock).summary
+                       for _ in range(args.repeats)), key=lambda s: s["output_throughput"])
+        s = res[label] = runs[len(runs) // 2]
+        print(f"  {label:<16} {s['output_throughput']:9.1f} tok/s  acc.len {s['acceptance_length']:.3f}  "
+              f"VSR {s['draft_acceptance_rate']:.3f}  select {100 * s['select_share']:.3f}% of step time", flush=True)
+
+    print(f"batch {batch} ({n} requests):")
+    go("none", PolicyConfig(name="none"))
+    for k in (1, 2, 3, 4):
+        go(f"fixed-k{k}", PolicyConfig(name="fixed", k=k))
+    best = max((res[f"fixed-k{k}"]["output_throughput"], k) for k in (1, 2, 3, 4))[1]
+    go("dsd", PolicyConfig(name="dsd", max_k=6))
+    for e in (1, 2):
+        go(f"tetris-k{best}-e{e}", PolicyConfig(name="tetris", k=best, extra=e))
+    ref = res[f"fixed-k{best}"]["output_throughput"]
+    none = res["none"]["output_throughput"]
+    for e in (1, 2):
+        t = res[f"tetris-k{best}-e{e}"]["output_throughput"]
+        print(f"  TETRIS e={e} / best fixed (k={best}): {t / ref:.4f}x; / no-SD: {t / none:.4f}x")
+
+
+def bench_vs_generate(args, target, draft, prompts, batch, clock) -> None:
+    """2: the engine's no-SD against HF generate() at equal batch, same prompts."""
+    from contract.workload import iter_requests
+
+    one = load_config(None, [f"workload.num_requests={batch}", f"server.max_batch={batch}",
+                             f"workload.prompt_len.value={args.prompt_len}",
+                             f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}"])
+    wl1 = Workload(list(iter_requests(one)), prompts[:batch])
+    eng_tps, hf = [], []
+    for _ in range(max(args.repeats, 3)):  # interleaved, median; whole run incl. prefill, like generate()
+        e = run_policy(one, PolicyConfig(name="none"), "none", target, draft, wl1, clock=clock).summary
+        eng_tps.append(e["output_tokens"] / e["duration_s"])
+        hf.append(hf_generate_tps(target, prompts[:batch], args.output_len, clock))
+    eng_tps, hf = float(np.median(eng_tps)), float(np.median(hf))
+    print(f"  no-SD engine {eng_tps:.1f} tok/s vs HF generate() {hf:.1f} tok/s at batch {batch}: {eng_tps / hf:.3f}x")
+
+
+def main() -> int:
+    args = parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    target, draft, tok, pair_name = load_bench_pair(args)
     print(f"pair: {pair_name}; device {args.device}; torch threads {torch.get_num_threads()}; "
           f"prompt {args.prompt_len}, output {args.output_len} tokens, T={args.temperature}; {args.clock} clock, "
           f"median of {args.repeats}")
@@ -71,51 +132,9 @@ def main() -> int:
 
     stream = heldout_stream(tok, None, args.prompt_len)
     for batch in [int(x) for x in args.batches.split(",")]:
-        n = 2 * batch
-        cfg = load_config(None, [f"workload.num_requests={n}", f"server.max_batch={batch}",
-                                 f"workload.prompt_len.value={args.prompt_len}",
-                                 f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}",
-                                 f"engine.temperature={args.temperature}", "policy.max_k=6"])
-        prompts = [snippet(stream, i, args.prompt_len) for i in range(n)]
-        from contract.workload import iter_requests
-
-        wl = Workload(list(iter_requests(cfg)), prompts)
-        warmup(target, draft, cfg)
-        step_time = step_time_for(cfg, target, draft, wl)
-        res = {}
-
-        def go(label, pcfg):
-            runs = sorted((run_policy(cfg, pcfg, label, target, draft, wl, step_time, clock=clock).summary
-                           for _ in range(args.repeats)), key=lambda s: s["output_throughput"])
-            s = res[label] = runs[len(runs) // 2]
-            print(f"  {label:<16} {s['output_throughput']:9.1f} tok/s  acc.len {s['acceptance_length']:.3f}  "
-                  f"VSR {s['draft_acceptance_rate']:.3f}  select {100 * s['select_share']:.3f}% of step time", flush=True)
-
-        print(f"batch {batch} ({n} requests):")
-        go("none", PolicyConfig(name="none"))
-        for k in (1, 2, 3, 4):
-            go(f"fixed-k{k}", PolicyConfig(name="fixed", k=k))
-        best = max((res[f"fixed-k{k}"]["output_throughput"], k) for k in (1, 2, 3, 4))[1]
-        go("dsd", PolicyConfig(name="dsd", max_k=6))
-        for e in (1, 2):
-            go(f"tetris-k{best}-e{e}", PolicyConfig(name="tetris", k=best, extra=e))
-        ref = res[f"fixed-k{best}"]["output_throughput"]
-        none = res["none"]["output_throughput"]
-        for e in (1, 2):
-            t = res[f"tetris-k{best}-e{e}"]["output_throughput"]
-            print(f"  TETRIS e={e} / best fixed (k={best}): {t / ref:.4f}x; / no-SD: {t / none:.4f}x")
-        # engine no-SD vs HF generate at equal batch, same prompts
-        one = load_config(None, [f"workload.num_requests={batch}", f"server.max_batch={batch}",
-                                 f"workload.prompt_len.value={args.prompt_len}",
-                                 f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}"])
-        wl1 = Workload(list(iter_requests(one)), prompts[:batch])
-        eng_tps, hf = [], []
-        for _ in range(max(args.repeats, 3)):  # interleaved, median; whole run incl. prefill, like generate()
-            e = run_policy(one, PolicyConfig(name="none"), "none", target, draft, wl1, clock=clock).summary
-            eng_tps.append(e["output_tokens"] / e["duration_s"])
-            hf.append(hf_generate_tps(target, prompts[:batch], args.output_len, clock))
-        eng_tps, hf = float(np.median(eng_tps)), float(np.median(hf))
-        print(f"  no-SD engine {eng_tps:.1f} tok/s vs HF generate() {hf:.1f} tok/s at batch {batch}: {eng_tps / hf:.3f}x")
+        prompts = [snippet(stream, i, args.prompt_len) for i in range(2 * batch)]
+        bench_policies(args, target, draft, prompts, batch, clock)
+        bench_vs_generate(args, target, draft, prompts, batch, clock)
     return 0
 
 

@@ -48,7 +48,7 @@ def heldout_prompts(tok, n: int, length: int) -> list[list[int]]:
     return out
 
 
-def main() -> int:
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--requests-per-batch", type=int, default=2, help="requests = this x batch, at least 3 (all at t=0)")
@@ -65,7 +65,51 @@ def main() -> int:
     ap.add_argument("--pair", type=Path, default=None, help="draft folder (default engine/smollm_pair)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: this process's CPU seconds (use with --threads 1 on a shared machine)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def bench_batch(args, target, draft, tok, batch: int, clock) -> None:
+    """Every policy on max(requests-per-batch x batch, 3) requests; best TETRIS vs best fixed k."""
+    from engine.serve import Workload, run_policy, warmup
+    from contract.config import PolicyConfig, load_config
+    from contract.workload import iter_requests
+    n = max(args.requests_per_batch * batch, 3)            # >= one code, one prose, one chat prompt
+    cfg = load_config(None, [f"workload.num_requests={n}", f"server.max_batch={batch}",
+                             f"workload.prompt_len.value={args.prompt_len}",
+                             f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}",
+                             "engine.temperature=0.0", "policy.max_k=6",
+                             f"engine.verify_layout=\"{args.layout}\""])
+    prompts = heldout_prompts(tok, n, args.prompt_len)
+    reqs = [dataclasses.replace(r, prompt_len=len(p)) for r, p in zip(iter_requests(cfg), prompts)]
+    wl = Workload(reqs, prompts)
+    warmup(target, draft, cfg)
+    step_time = None                                  # no dsd / goodput budgets here
+    res = {}
+
+    def go(label, pcfg):
+        s = res[label] = run_policy(cfg, pcfg, label, target, draft, wl, step_time, clock=clock).summary
+        base = res.get("none", s)["output_throughput"]
+        print(f"  {label:<16} {s['output_throughput']:8.2f} tok/s  x{s['output_throughput'] / base:.3f} vs plain  "
+              f"acc.len {s['acceptance_length']:.3f}  draft acc. rate {s['draft_acceptance_rate']:.3f}  "
+              f"tok/req-step {s['tokens_per_step'] / s['mean_batch']:.3f}  "
+              f"verified/req-step {s['mean_budget'] / s['mean_batch']:.3f}", flush=True)
+
+    print(f"batch {batch} ({n} requests):")
+    go("none", PolicyConfig(name="none"))
+    ks = [int(k) for k in args.fixed.split(",")]
+    for k in ks:
+        go(f"fixed-k{k}", PolicyConfig(name="fixed", k=k))
+    best = max((res[f"fixed-k{k}"]["output_throughput"], k) for k in ks)[1]
+    go(f"threshold-k{best}", PolicyConfig(name="threshold", k=best, extra=1, tau=args.tau))
+    for e in [int(x) for x in args.extras.split(",")]:
+        go(f"tetris-k{best}-e{e}", PolicyConfig(name="tetris", k=best, extra=e))
+    ref, none = res[f"fixed-k{best}"]["output_throughput"], res["none"]["output_throughput"]
+    top = max((v["output_throughput"], k) for k, v in res.items() if k.startswith("tetris"))
+    print(f"  best TETRIS ({top[1]}) / best fixed (k={best}): {top[0] / ref:.3f}x; / plain: {top[0] / none:.3f}x")
+
+
+def main() -> int:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     from engine.smollm.draft import PAIR_DIR, load_draft, load_target, load_tokenizer
     from engine.smollm.prepare import DEFAULT_DIR, MissingDependency
@@ -80,46 +124,11 @@ def main() -> int:
         return 2
     draft = load_draft(pair_dir=pair, target=target, dtype=getattr(torch, args.draft_dtype))
     tok = load_tokenizer(DEFAULT_DIR)
-    from engine.serve import Workload, run_policy, warmup
-    from contract.config import PolicyConfig, load_config
-    from contract.workload import iter_requests
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"SmolLM2-135M target + distilled draft ({pair.name}, {'EAGLE' if getattr(draft, 'reads_target_features', False) else 'token'}); torch threads {torch.get_num_threads()}; output {args.output_len} "
           f"tokens, greedy; {args.clock} clock; {args.layout} layout; draft {args.draft_dtype}")
     for batch in [int(x) for x in args.batches.split(",")]:
-        n = max(args.requests_per_batch * batch, 3)            # >= one code, one prose, one chat prompt
-        cfg = load_config(None, [f"workload.num_requests={n}", f"server.max_batch={batch}",
-                                 f"workload.prompt_len.value={args.prompt_len}",
-                                 f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}",
-                                 "engine.temperature=0.0", "policy.max_k=6",
-                                 f"engine.verify_layout=\"{args.layout}\""])
-        prompts = heldout_prompts(tok, n, args.prompt_len)
-        reqs = [dataclasses.replace(r, prompt_len=len(p)) for r, p in zip(iter_requests(cfg), prompts)]
-        wl = Workload(reqs, prompts)
-        warmup(target, draft, cfg)
-        step_time = None                                  # no dsd / goodput budgets here
-        res = {}
-
-        def go(label, pcfg):
-            s = res[label] = run_policy(cfg, pcfg, label, target, draft, wl, step_time, clock=clock).summary
-            base = res.get("none", s)["output_throughput"]
-            print(f"  {label:<16} {s['output_throughput']:8.2f} tok/s  x{s['output_throughput'] / base:.3f} vs plain  "
-                  f"acc.len {s['acceptance_length']:.3f}  draft acc. rate {s['draft_acceptance_rate']:.3f}  "
-                  f"tok/req-step {s['tokens_per_step'] / s['mean_batch']:.3f}  "
-                  f"verified/req-step {s['mean_budget'] / s['mean_batch']:.3f}", flush=True)
-
-        print(f"batch {batch} ({n} requests):")
-        go("none", PolicyConfig(name="none"))
-        ks = [int(k) for k in args.fixed.split(",")]
-        for k in ks:
-            go(f"fixed-k{k}", PolicyConfig(name="fixed", k=k))
-        best = max((res[f"fixed-k{k}"]["output_throughput"], k) for k in ks)[1]
-        go(f"threshold-k{best}", PolicyConfig(name="threshold", k=best, extra=1, tau=args.tau))
-        for e in [int(x) for x in args.extras.split(",")]:
-            go(f"tetris-k{best}-e{e}", PolicyConfig(name="tetris", k=best, extra=e))
-        ref, none = res[f"fixed-k{best}"]["output_throughput"], res["none"]["output_throughput"]
-        top = max((v["output_throughput"], k) for k, v in res.items() if k.startswith("tetris"))
-        print(f"  best TETRIS ({top[1]}) / best fixed (k={best}): {top[0] / ref:.3f}x; / plain: {top[0] / none:.3f}x")
+        bench_batch(args, target, draft, tok, batch, clock)
     return 0
 
 
