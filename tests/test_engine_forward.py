@@ -33,6 +33,18 @@ def test_packed_forward_matches_padded_on_real_positions(pair):
         torch.testing.assert_close(ka * m, kb * m, rtol=1e-5, atol=1e-5)
 
 
+def packs_on_its_own(orig, twin, rows) -> bool:
+    """Every nn.Linear of twin is bound to itself and to twin's PackState (not orig's), and a packed
+    forward of twin gives orig's logits with zeros in the padding rows."""
+    lins = [m for m in twin.modules() if isinstance(m, torch.nn.Linear)]
+    bound = all(getattr(m.forward, "__self__", None) is m and m._tetris_pack is twin._tetris_pack for m in lins)
+    if not bound or twin._tetris_pack is orig._tetris_pack:
+        return False
+    a, _ = forward(orig, kvm.empty(len(rows)), rows, packed=True)
+    b, _ = forward(twin, kvm.empty(len(rows)), rows, packed=True)
+    return torch.equal(a, b) and bool((b[1, len(rows[1]):] == 0).all())
+
+
 def test_packed_state_follows_a_deepcopy(pair):
     """Each packed model binds its nn.Linear forwards to its own PackState (types.MethodType), so a
     deepcopy packs with the copy's state and the original is left untouched (no module global)."""
@@ -40,10 +52,21 @@ def test_packed_state_follows_a_deepcopy(pair):
     rows = [[5, 6, 7], [1]]
     forward(target, kvm.empty(2), rows, packed=True)  # binds the original
     twin = copy.deepcopy(target)
-    lin = next(m for m in twin.modules() if isinstance(m, torch.nn.Linear))
-    assert lin.forward.__self__ is lin and lin._tetris_pack is twin._tetris_pack
-    assert twin._tetris_pack is not target._tetris_pack
-    a, _ = forward(target, kvm.empty(2), rows, packed=True)
-    b, _ = forward(twin, kvm.empty(2), rows, packed=True)
-    assert torch.equal(a, b) and (b[1, 1:] == 0).all()
+    assert packs_on_its_own(target, twin, rows)
     assert target._tetris_pack.rows is None and twin._tetris_pack.rows is None  # cleared after each forward
+
+
+def test_packed_state_negative_control(pair):
+    """Negative control: a copy whose linears still call the original's (bound with functools.partial,
+    which a deepcopy does not rebind) is caught."""
+    import functools
+
+    from engine.forward import _packed_linear_forward
+    target, _ = pair
+    rows = [[5, 6, 7], [1]]
+    forward(target, kvm.empty(2), rows, packed=True)
+    twin = copy.deepcopy(target)
+    for orig, m in zip(target.modules(), twin.modules()):
+        if isinstance(m, torch.nn.Linear):
+            m.forward = functools.partial(_packed_linear_forward, orig)
+    assert not packs_on_its_own(target, twin, rows)
