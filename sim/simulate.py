@@ -31,8 +31,9 @@ import simpy
 
 from contract import runs
 from contract.config import Config, ConfigError, PolicyConfig, to_toml
-from contract.runs import policy_variants, resolve_variant
+from contract.runs import policy_variants, run_variants
 from contract.metrics import RecordSink, StepStats, summarize
+from theory.policies import needs_step_time
 from theory.policy import make_policy
 from contract.workload import iter_request_chunks, num_requests
 from sim.acceptance import make_acceptance
@@ -53,21 +54,13 @@ class PolicyResult:
 # ---------------------------------------------------------------- variants
 
 def _check_step_time(cfg: Config, pcfg: PolicyConfig, label: str) -> None:
-    if (pcfg.name == "dsd" or pcfg.budget == "goodput") and not make_cost(cfg.cost).step_s(1, 1, 1, 1.0) > 0:
+    if needs_step_time(pcfg) and not make_cost(cfg.cost).step_s(1, 1, 1, 1.0) > 0:
         raise ConfigError(f"cost.step_s: policy {label!r} sizes its budget by goodput and needs a positive step time")
 
 
 def variants(cfg: Config, only: str | None = None) -> list[tuple[str, dict]]:
     """(label, policy table) pairs to run; validates every entry (errors name sweep[i].key)."""
     return policy_variants(cfg, only, check=lambda pcfg, label: _check_step_time(cfg, pcfg, label))
-
-
-def _resolve(table: dict, done: dict) -> PolicyConfig:
-    fixed = {}
-    for r in done.values():
-        if r.policy.name == "fixed":
-            fixed.setdefault(r.policy.k, r.summary["output_throughput"])
-    return resolve_variant(table, fixed)
 
 
 def check(cfg: Config) -> None:
@@ -146,8 +139,7 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
         queue = RequestQueue(iter_request_chunks(cfg) if nrep == 1 else None)
         rep = Replica(env, r, queue, None, cost, make_acceptance(cfg), cfg.server.max_batch, sink,
                       on_finish=progress, on_step=hook)
-        needs_time = pcfg.name == "dsd" or pcfg.budget == "goodput"
-        rep.policy = make_policy(pcfg, step_time=rep.step_time if needs_time else None)
+        rep.policy = make_policy(pcfg, step_time=rep.step_time if needs_step_time(pcfg) else None)
         replicas.append(rep)
         env.process(rep.run())
     if nrep > 1:
@@ -169,17 +161,25 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
 # ---------------------------------------------------------------- many policies + run folder
 
 def summary_json(results: dict) -> str:
-    return runs.summary_json({lab: r.summary for lab, r in results.items()})
+    return runs.summary_json({lab: r.summary for lab, r in results.items()},
+                             {lab: r.policy for lab, r in results.items()})
+
+
+def checked_variants(cfg: Config, only: str | None = None) -> list[tuple[str, dict]]:
+    """check(cfg), then the variants (label, policy table) to run: every bad key before anything runs."""
+    check(cfg)
+    return variants(cfg, only)
 
 
 def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_steps: bool = False,
-            requests_file=None) -> dict:
+            requests_file=None, todo: list | None = None) -> dict:
     """Simulate every variant in order; returns {label: PolicyResult}.
 
     requests_file: an open text file that receives the requests.csv rows.
+    todo: checked_variants(cfg, only) when the caller already has them (else built here).
     """
-    check(cfg)
-    todo = variants(cfg, only)
+    if todo is None:
+        todo = checked_variants(cfg, only)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -187,21 +187,21 @@ def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_st
         tty = sys.stderr.isatty()
         bar = tqdm(total=len(todo) * num_requests(cfg), unit="req", file=sys.stderr, desc="simulate",
                    leave=False, mininterval=0.1 if tty else 10.0, delay=0 if tty else 10.0)  # not a TTY: a line every 10 s
-    done: dict[str, PolicyResult] = {}
+
+    def run_one(label: str, pcfg: PolicyConfig) -> PolicyResult:
+        if bar is not None:
+            bar.set_postfix_str(label)
+        writer = None
+        if requests_file is not None:
+            writer = lambda cols: _write_rows(requests_file, label, cols)
+        return simulate_policy(cfg, pcfg, label, progress=bar.update if bar is not None else None,
+                               keep_steps=keep_steps, writer=writer)
+
     try:
-        for label, table in todo:
-            pcfg = _resolve(table, done)
-            if bar is not None:
-                bar.set_postfix_str(label)
-            writer = None
-            if requests_file is not None:
-                writer = lambda cols, label=label: _write_rows(requests_file, label, cols)
-            done[label] = simulate_policy(cfg, pcfg, label, progress=bar.update if bar is not None else None,
-                                          keep_steps=keep_steps, writer=writer)
+        return run_variants(todo, run_one)
     finally:
         if bar is not None:
             bar.close()
-    return done
 
 
 REQUESTS_HEADER = "policy,id,arrival_s,first_token_s,finish_s,prompt_len,output_len,replica\n"
@@ -215,16 +215,18 @@ def _write_rows(fh, label: str, c: dict) -> None:
 
 
 def run_to_folder(out: str | Path, cfg: Config, only: str | None = None, progress: bool = True,
-                  requests: bool = True, steps: bool = False) -> dict:
-    """Run every variant and write the run folder atomically (temporary folder renamed into place)."""
-    check(cfg)
-    variants(cfg, only)  # every bad key is reported before anything is written
+                  requests: bool = True, steps: bool = False, todo: list | None = None) -> dict:
+    """Run every variant and write the run folder atomically (temporary folder renamed into place).
+
+    todo: checked_variants(cfg, only) when the caller already has them (else built here)."""
+    if todo is None:
+        todo = checked_variants(cfg, only)  # every bad key is reported before anything is written
     with runs.atomic_folder(out) as tmp:
         fh = open(tmp / "requests.csv", "w") if requests else None
         try:
             if fh is not None:
                 fh.write(REQUESTS_HEADER)
-            results = run_all(cfg, only, progress, keep_steps=steps, requests_file=fh)
+            results = run_all(cfg, only, progress, keep_steps=steps, requests_file=fh, todo=todo)
         finally:
             if fh is not None:
                 fh.close()
