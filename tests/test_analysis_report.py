@@ -99,6 +99,7 @@ def test_report_on_a_simulator_run_folder(tmp_path, capsys):
     from analysis.report import _rows, best_fixed_k, load_run
 
     run = load_run(sim_out)
+    assert run["summary"]["tetris-kbest-e1"]["policy"]["name"] == "tetris"  # the resolved parameters, not the label
     kb = best_fixed_k(run["summary"])
     tet = [r for r in _rows([run]) if r["family"] == "tetris"]
     assert tet and all(r["k"] == kb for r in tet)
