@@ -3,7 +3,10 @@
 A run folder (from `tetris simulate`, `tetris engine` or `tetris validate`) holds
 summary.json {"policies": {name: {metric: value}}}, config.toml, requests.csv,
 and optionally steps.csv; a validate folder also holds validate.json
-{"policies": {name: {"measured": {...}, "simulated": {...}}}}. Plots:
+{"policies": {name: {"measured": {...}, "simulated": {...}}}}. A policy's family, k
+and e come from its summary entry's resolved "policy" parameters and what the
+registry (theory/policies/) declares, never from its label; entries without them
+(folders from before they existed) plot as flat lines. Plots:
   throughput.png   output throughput vs k, one line per policy family and e
   acceptance.png   acceptance length and draft acceptance rate (VSR) vs e
   board.png        per-step windows (requests x steps) for fixed k vs TETRIS
