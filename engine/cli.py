@@ -89,12 +89,13 @@ def _engine(args) -> int:
     from contract.runs import policy_variants
     from contract.workload import size_note
 
-    note = size_note(cfg, len(policy_variants(cfg, args.policy)), ENGINE_TOKENS_PER_S, "engine time")
+    todo = policy_variants(cfg, args.policy)  # validated once, before the (long) run
+    note = size_note(cfg, len(todo), ENGINE_TOKENS_PER_S, "engine time")
     if note:
         print(note + f" (at ~{ENGINE_TOKENS_PER_S:.0f} tokens/s, the committed pair on one CPU core)", file=sys.stderr)
     t0 = time.perf_counter()
     results = run_config(cfg, only=args.policy, progress=not args.quiet,
-                         calibration=bool(args.calibration_report))
+                         calibration=bool(args.calibration_report), todo=todo)
     wall = time.perf_counter() - t0
     write_run(out, cfg, results, dump_outputs=args.dump_outputs)
     if args.calibration_report:

@@ -128,13 +128,15 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: W
 
 
 def run_config(cfg: Config, only: str | None = None, progress: bool = True, calibration: bool = False,
-               models=None) -> dict:
-    """Every policy variant of the config on the engine; returns {label: PolicyRun}."""
+               models=None, todo: list | None = None) -> dict:
+    """Every policy variant of the config on the engine; returns {label: PolicyRun}.
+
+    todo: contract.runs.policy_variants(cfg, only) when the caller already has them."""
     from engine.estimators import resolve
     from engine.models import device_dtype, load_pair, resolve_pair
 
     e = cfg.engine
-    todo = runs.policy_variants(cfg, only)
+    todo = runs.policy_variants(cfg, only) if todo is None else todo
     device_dtype(e.device)  # fail early on a missing CUDA
     if e.clock == "cpu" and e.device == "cuda":
         raise ConfigError("engine.clock: 'cpu' counts this process's CPU seconds only; use 'wall' with engine.device = 'cuda'")
