@@ -121,6 +121,13 @@ def run_variants(todo: list[tuple[str, dict]], run_one: Callable[[str, PolicyCon
     return done
 
 
+def baseline_throughputs(results: dict) -> list[float]:
+    """Output throughputs of the fixed-k baseline variants of {label: result} (result.policy: the
+    PolicyConfig it ran, result.summary: its metrics), for "vs best fixed" tables."""
+    return [r.summary["output_throughput"] for r in results.values()
+            if r.policy is not None and kind(r.policy.name).baseline_k]
+
+
 def _clean(x):
     """JSON-safe: numpy scalars to Python, non-finite floats to null."""
     if isinstance(x, dict):

@@ -57,7 +57,9 @@ def _load(args):
 
 
 def comparison_table(results: dict) -> str:
-    fixed = [r.summary["output_throughput"] for lab, r in results.items() if lab.startswith("fixed-")]
+    from contract.runs import baseline_throughputs
+
+    fixed = baseline_throughputs(results)
     ref = max(fixed) if fixed else next(iter(results.values())).summary["output_throughput"]
     ref_name = "best fixed" if fixed else "first"
     head = (f"{'policy':<22} {'tok/s':>9} {'vs ' + ref_name:>14} {'TPOT ms':>9} {'E2E s':>7} {'acc.len':>8} "

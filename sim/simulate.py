@@ -243,7 +243,7 @@ def run_to_folder(out: str | Path, cfg: Config, only: str | None = None, progres
 
 def comparison_table(results: dict) -> str:
     """Plain-text table: throughput, ratio to the best fixed-k, TPOT, acceptance length, VSR."""
-    fixed = [r.summary["output_throughput"] for lab, r in results.items() if lab.startswith("fixed-")]
+    fixed = runs.baseline_throughputs(results)
     ref = max(fixed) if fixed else next(iter(results.values())).summary["output_throughput"]
     ref_name = "best fixed" if fixed else "first"
     head = f"{'policy':<22} {'tok/s':>10} {'vs ' + ref_name:>14} {'TPOT ms':>9} {'E2E s':>8} {'acc.len':>8} {'VSR':>6}"
