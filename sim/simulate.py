@@ -53,19 +53,21 @@ class PolicyResult:
 
 # ---------------------------------------------------------------- variants
 
-def _check_step_time(cfg: Config, pcfg: PolicyConfig, label: str) -> None:
-    if needs_step_time(pcfg) and not make_cost(cfg.cost).step_s(1, 1, 1, 1.0) > 0:
+def _check_step_time(cfg: Config, pcfg: PolicyConfig, label: str, cost=None) -> None:
+    if needs_step_time(pcfg) and not (make_cost(cfg.cost) if cost is None else cost).step_s(1, 1, 1, 1.0) > 0:
         raise ConfigError(f"cost.step_s: policy {label!r} sizes its budget by goodput and needs a positive step time")
 
 
-def variants(cfg: Config, only: str | None = None) -> list[tuple[str, dict]]:
-    """(label, policy table) pairs to run; validates every entry (errors name sweep[i].key)."""
-    return policy_variants(cfg, only, check=lambda pcfg, label: _check_step_time(cfg, pcfg, label))
+def variants(cfg: Config, only: str | None = None, cost=None) -> list[tuple[str, dict]]:
+    """(label, policy table) pairs to run; validates every entry (errors name sweep[i].key).
+    cost: make_cost(cfg.cost) when the caller has it."""
+    return policy_variants(cfg, only, check=lambda pcfg, label: _check_step_time(cfg, pcfg, label, cost))
 
 
-def check(cfg: Config) -> None:
-    """Validate cross-field settings before anything runs (ConfigError names the key)."""
-    cost = make_cost(cfg.cost)
+def check(cfg: Config, cost=None) -> None:
+    """Validate cross-field settings before anything runs (ConfigError names the key).
+    cost: make_cost(cfg.cost) when the caller has it."""
+    cost = make_cost(cfg.cost) if cost is None else cost
     if not float(np.max(cost.step_s(1, 0, 0, 1.0))) > 0:
         raise ConfigError(f"cost: a decoding step takes 0 s with cost.model = {cfg.cost.model!r} "
                           "(throughput would be meaningless); set cost.step_s or cost.per_token_s > 0")
@@ -113,15 +115,17 @@ def _router(env, replicas, cfg: Config):
 
 
 def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, progress=None,
-                    on_step=None, keep_steps: bool = False, writer=None, exact_limit: int = 1 << 16) -> PolicyResult:
+                    on_step=None, keep_steps: bool = False, writer=None, exact_limit: int = 1 << 16,
+                    cost=None, total: int | None = None) -> PolicyResult:
     """Simulate one policy over the whole workload; returns its metrics and per-request columns.
 
     writer(columns) receives finished requests in blocks (RecordSink); past
     `exact_limit` requests the columns are not kept (result.columns is None).
+    cost, total: make_cost(cfg.cost) and num_requests(cfg) when the caller has them (built once per run).
     """
     label = label or pcfg.name
     env = simpy.Environment()
-    cost = make_cost(cfg.cost)
+    cost = make_cost(cfg.cost) if cost is None else cost
     nrep = cfg.server.replicas
     steps: list | None = [] if keep_steps else None
     sink = RecordSink(cfg.slo, exact_limit=exact_limit, writer=writer)
@@ -145,7 +149,7 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
     if nrep > 1:
         env.process(_router(env, replicas, cfg))
     env.run()
-    total = num_requests(cfg)
+    total = num_requests(cfg) if total is None else total
     if len(sink) != total:
         raise RuntimeError(f"simulation drained its event queue with {total - len(sink)} of {total} requests unfinished")
     cols = sink.columns() if sink.exact else None
@@ -167,8 +171,9 @@ def summary_json(results: dict) -> str:
 
 def checked_variants(cfg: Config, only: str | None = None) -> list[tuple[str, dict]]:
     """check(cfg), then the variants (label, policy table) to run: every bad key before anything runs."""
-    check(cfg)
-    return variants(cfg, only)
+    cost = make_cost(cfg.cost)
+    check(cfg, cost)
+    return variants(cfg, only, cost)
 
 
 def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_steps: bool = False,
@@ -180,12 +185,13 @@ def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_st
     """
     if todo is None:
         todo = checked_variants(cfg, only)
+    cost, total = make_cost(cfg.cost), num_requests(cfg)  # once per run, shared by every variant
     bar = None
     if progress:
         from tqdm import tqdm
 
         tty = sys.stderr.isatty()
-        bar = tqdm(total=len(todo) * num_requests(cfg), unit="req", file=sys.stderr, desc="simulate",
+        bar = tqdm(total=len(todo) * total, unit="req", file=sys.stderr, desc="simulate",
                    leave=False, mininterval=0.1 if tty else 10.0, delay=0 if tty else 10.0)  # not a TTY: a line every 10 s
 
     def run_one(label: str, pcfg: PolicyConfig) -> PolicyResult:
@@ -195,7 +201,7 @@ def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_st
         if requests_file is not None:
             writer = lambda cols: _write_rows(requests_file, label, cols)
         return simulate_policy(cfg, pcfg, label, progress=bar.update if bar is not None else None,
-                               keep_steps=keep_steps, writer=writer)
+                               keep_steps=keep_steps, writer=writer, cost=cost, total=total)
 
     try:
         return run_variants(todo, run_one)
