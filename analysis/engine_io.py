@@ -163,10 +163,11 @@ def make_clock(kind: str):
 
 def _engine(pair: Pair, cfg: Config, pcfg, trace: bool = False, clock=time.perf_counter):
     from engine.core import Engine
+    from theory.policies import needs_step_time
     from theory.policy import make_policy
 
     step_time = None
-    if pcfg.name == "dsd" or pcfg.budget == "goodput":
+    if needs_step_time(pcfg):
         step_time = _engine_step_time(cfg)
     policy = make_policy(pcfg, step_time)
     return Engine(pair.target, pair.draft, policy, temperature=cfg.engine.temperature,

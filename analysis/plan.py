@@ -101,9 +101,9 @@ def confidence(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
-def family(name: str) -> str:
-    """Policy family of a candidate name: none, fixed, dsd, tetris."""
-    return name.split()[0]
+def family(policy: dict) -> str:
+    """Policy family of a candidate (its policy overrides): the policy's registered name."""
+    return policy["name"]
 
 
 def replicas_needed(qps: float, max_rate: float) -> float:

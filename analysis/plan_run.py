@@ -188,10 +188,7 @@ def search(base: Config, cands: dict, seeds: list[int], rounds: int, out: Path, 
 
         screen = plan.bisect_rates([(n, seeds[0]) for n in cands], probe, {(n, seeds[0]): sat[n] for n in cands},
                                    screen_rounds)
-        chosen = []
-        for fam in dict.fromkeys(plan.family(n) for n in cands):
-            names = sorted((n for n in cands if plan.family(n) == fam), key=lambda n: -screen[(n, seeds[0])].lo)
-            chosen += names[:keep]
+        chosen = _chosen(cands, {n: screen[(n, seeds[0])].lo for n in cands}, keep)
         keys = [(n, s) for n in chosen for s in seeds]
         refined = plan.bisect_rates(keys, probe, {k: sat[k[0]] for k in keys}, rounds)
     finally:
@@ -200,6 +197,28 @@ def search(base: Config, cands: dict, seeds: list[int], rounds: int, out: Path, 
             client.close()
             if cluster is not None:
                 cluster.close()
+    rows = _rows(cands, chosen, seeds, screen, refined, evals, sat)
+    fam_best, best = _best(cands, rows, chosen)
+    probes = {n: [{"seed": s, "rate": r, **evals[((n, s), r)]} for s in (seeds if n in chosen else seeds[:1])
+                  for r, _ in (refined if n in chosen else screen)[(n, s)].probes]
+              for n in cands}
+    return {"seeds": seeds, "rounds": rounds, "screen_rounds": screen_rounds, "best": best,
+            "family_best": fam_best, "policies": rows, "probes": probes, "points": tally,
+            "method": {"warmup_share": _steady("WARMUP"), "tail_share": _steady("TAIL"),
+                       "requests_per_probe": base.workload.num_requests, "interval": "95% Student-t over seeds"}}
+
+
+def _chosen(cands: dict, screened: dict[str, float], keep: int) -> list[str]:
+    """The `keep` best screened candidates of each policy family (by screened max rate)."""
+    chosen = []
+    for fam in dict.fromkeys(plan.family(pol) for pol in cands.values()):
+        names = sorted((n for n in cands if plan.family(cands[n]) == fam), key=lambda n: -screened[n])
+        chosen += names[:keep]
+    return chosen
+
+
+def _rows(cands: dict, chosen: list, seeds: list, screen: dict, refined: dict, evals: dict, sat: dict) -> dict:
+    """plan.json "policies": per candidate, its max rate (mean over seeds when refined) and CI."""
     rows = {}
     for n, pol in cands.items():
         if n in chosen:
@@ -211,13 +230,18 @@ def search(base: Config, cands: dict, seeds: list[int], rounds: int, out: Path, 
         rates = [b.lo for b in per_seed]
         mean, half = plan.confidence(rates)
         at = _mean([evals[((n, s), b.lo)] for s, b in zip(seeds, per_seed) if b.lo > 0])
-        rows[n] = {"policy": pol, "family": plan.family(n), "stage": stage, "max_rate": mean,
+        rows[n] = {"policy": pol, "family": plan.family(pol), "stage": stage, "max_rate": mean,
                    "ci95": None if not math.isfinite(half) else half, "per_seed": rates,
                    "resolution": max(b.hi - b.lo for b in per_seed), "saturation_rps": sat[n],
                    "offline_capacity_rps": sat[n], "at_max_rate": at}
+    return rows
+
+
+def _best(cands: dict, rows: dict, chosen: list) -> tuple[dict, dict | None]:
+    """({family: its best refined candidate}, the best overall with the candidates tied within the CI)."""
     fam_best = {}
     for n in chosen:
-        f = plan.family(n)
+        f = plan.family(cands[n])
         if f not in fam_best or rows[n]["max_rate"] > rows[fam_best[f]]["max_rate"]:
             fam_best[f] = n
     best = None
@@ -227,13 +251,7 @@ def search(base: Config, cands: dict, seeds: list[int], rounds: int, out: Path, 
                 and rows[n]["max_rate"] + rows[n]["ci95"] >= rows[name]["max_rate"] - rows[name]["ci95"]]
         best = {"candidate": name, "policy": rows[name]["policy"], "max_rate": rows[name]["max_rate"],
                 "ci95": rows[name]["ci95"], "tied_within_ci": ties}
-    probes = {n: [{"seed": s, "rate": r, **evals[((n, s), r)]} for s in (seeds if n in chosen else seeds[:1])
-                  for r, _ in (refined if n in chosen else screen)[(n, s)].probes]
-              for n in cands}
-    return {"seeds": seeds, "rounds": rounds, "screen_rounds": screen_rounds, "best": best,
-            "family_best": fam_best, "policies": rows, "probes": probes, "points": tally,
-            "method": {"warmup_share": _steady("WARMUP"), "tail_share": _steady("TAIL"),
-                       "requests_per_probe": base.workload.num_requests, "interval": "95% Student-t over seeds"}}
+    return fam_best, best
 
 
 def _steady(name: str):

@@ -3,7 +3,10 @@
 A run folder (from `tetris simulate`, `tetris engine` or `tetris validate`) holds
 summary.json {"policies": {name: {metric: value}}}, config.toml, requests.csv,
 and optionally steps.csv; a validate folder also holds validate.json
-{"policies": {name: {"measured": {...}, "simulated": {...}}}}. Plots:
+{"policies": {name: {"measured": {...}, "simulated": {...}}}}. A policy's family, k
+and e come from its summary entry's resolved "policy" parameters and what the
+registry (theory/policies/) declares, never from its label; entries without them
+(folders from before they existed) plot as flat lines. Plots:
   throughput.png   output throughput vs k, one line per policy family and e
   acceptance.png   acceptance length and draft acceptance rate (VSR) vs e
   board.png        per-step windows (requests x steps) for fixed k vs TETRIS
@@ -15,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import tomllib
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from contract.config import ConfigError
 from contract.runs import atomic_folder
+from theory.policies import REGISTRY, PolicyKind
 
 TABLE_METRICS = ("output_throughput", "mean_tpot_s", "p99_tpot_s", "mean_ttft_s", "mean_e2e_s",
                  "acceptance_length", "draft_acceptance_rate")
@@ -69,45 +72,47 @@ def load_run(path: str | Path) -> dict:
     return run
 
 
-def policy_params(name: str, metrics: dict) -> tuple[str, int | None, int | None]:
-    """(family, k, e) from the metrics (policy/k/extra keys) or the name ('tetris k=3 e=2')."""
+def policy_kind(family: str | None) -> PolicyKind | None:
+    """The registered policy of a family name (None: unknown or missing)."""
+    return REGISTRY.get(family) if isinstance(family, str) else None
+
+
+def policy_params(metrics: dict) -> tuple[str | None, int | None, int | None]:
+    """(family, k, e) from the entry's resolved "policy" parameters (summary.json);
+    e = 0 for a fixed-k baseline; (None, None, None) without them (a folder from before they existed)."""
     pol = metrics.get("policy")
-    family = pol.get("name") if isinstance(pol, dict) else (pol if isinstance(pol, str) else None)
-    if family is None:
-        family = re.split(r"[\s_(:/-]", name.strip(), maxsplit=1)[0].lower()
-    def grab(keys, pats):
-        for k in keys:
-            src = pol if isinstance(pol, dict) else metrics
-            if isinstance(src, dict) and isinstance(src.get(k), (int, float)) and not isinstance(src.get(k), bool):
-                return int(src[k])
-        for pat in pats:
-            m = re.search(pat, name)
-            if m:
-                return int(m.group(1))
-        return None
-    k = grab(("k",), (r"\bk\s*=\s*(\d+)", r"\bk(\d+)\b"))
-    e = grab(("extra", "e"), (r"\be\s*=\s*(\d+)", r"\bextra\s*=\s*(\d+)", r"\be(\d+)\b"))
-    if family == "fixed" and e is None:
+    if not isinstance(pol, dict) or not isinstance(pol.get("name"), str):
+        return None, None, None
+
+    def num(key):
+        v = pol.get(key)
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    family, k, e = pol["name"], num("k"), num("extra")
+    kind = policy_kind(family)
+    if e is None and kind is not None and kind.baseline_k:
         e = 0
     return family, k, e
 
 
 def best_fixed_k(summary: dict) -> int | None:
-    fixed = [(m.get("output_throughput") or 0.0, policy_params(n, m)[1]) for n, m in summary.items()
-             if isinstance(m, dict) and policy_params(n, m)[0] == "fixed" and policy_params(n, m)[1] is not None]
+    """The k of the fastest fixed-k baseline entry (None: no such entry)."""
+    fixed = []
+    for m in summary.values():
+        fam, k, _ = policy_params(m) if isinstance(m, dict) else (None, None, None)
+        kind = policy_kind(fam)
+        if kind is not None and kind.baseline_k and k is not None:
+            fixed.append((m.get("output_throughput") or 0.0, k))
     return max(fixed)[1] if fixed else None
 
 
 def _rows(runs) -> list[dict]:
     rows = []
     for run in runs:
-        kbest = best_fixed_k(run["summary"])
         for name, m in run["summary"].items():
             if not isinstance(m, dict):
                 continue
-            fam, k, e = policy_params(name, m)
-            if k is None and "kbest" in name:  # the simulator's k = "best_fixed" label
-                k = kbest
+            fam, k, e = policy_params(m)
             rows.append({"run": run["path"].name, "name": name, "family": fam, "k": k, "e": e,
                          "source": run_source(m), **m})
     return rows
@@ -122,15 +127,19 @@ def plot_throughput(rows, path) -> bool:
     """Throughput vs k, one panel per source (simulated and measured runs never share an axis)."""
     sources = [src for src in ("simulator", "engine") if any(r.get("source") == src for r in rows)]
     panels = []
+    dashed: set[str] = set()  # series of a fixed-k baseline
     for src in sources:
         series: dict[str, list] = {}
         flat: dict[str, float] = {}
         for r in rows:
             if r.get("output_throughput") is None or r.get("source") != src:
                 continue
-            if r["family"] in ("fixed", "tetris", "threshold", "oracle") and r["k"] is not None:
-                label = f"{r['run']}: {r['family']}" + (f" e={r['e']}" if r["family"] != "fixed" and r["e"] is not None else "")
+            kind = policy_kind(r["family"])
+            if kind is not None and "k" in kind.params and r["k"] is not None:
+                label = f"{r['run']}: {r['family']}" + (f" e={r['e']}" if "extra" in kind.params and r["e"] is not None else "")
                 series.setdefault(label, []).append((r["k"], r["output_throughput"]))
+                if kind.baseline_k:
+                    dashed.add(label)
             else:
                 flat[f"{r['run']}: {r['name']}"] = r["output_throughput"]
         if series:
@@ -143,7 +152,7 @@ def plot_throughput(rows, path) -> bool:
         for label, pts in sorted(series.items()):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
-                    linestyle="--" if ": fixed" in label else "-")
+                    linestyle="--" if label in dashed else "-")
         for i, (label, y) in enumerate(sorted(flat.items())):
             ax.axhline(y, color=f"C{(i + len(series)) % 10}", linestyle=":", label=label)
         ax.set_xlabel("k (window; TETRIS capacity k*N)")
@@ -155,21 +164,32 @@ def plot_throughput(rows, path) -> bool:
     return True
 
 
+def acceptance_groups(rows) -> dict[tuple, list]:
+    """{(run, family, k): rows}: per policy family with an `extra` parameter, its rows and the
+    fixed-k baseline rows of the same run and k (e = 0); family None when no such policy ran."""
+    pts = [r for r in rows if r["e"] is not None and r.get("acceptance_length") is not None and policy_kind(r["family"])]
+    base = [r for r in pts if policy_kind(r["family"]).baseline_k]
+    extra = [r for r in pts if "extra" in policy_kind(r["family"]).params]
+    groups: dict[tuple, list] = {}
+    for fam in dict.fromkeys(r["family"] for r in extra) or [None]:
+        for r in base + [r for r in extra if r["family"] == fam]:
+            groups.setdefault((r["run"], fam, r["k"]), []).append(r)
+    return groups
+
+
 def plot_acceptance(rows, path) -> bool:
-    pts = [r for r in rows if r["family"] in ("fixed", "tetris") and r["e"] is not None
-           and r.get("acceptance_length") is not None]
-    if not pts:
+    groups = acceptance_groups(rows)
+    if not groups:
         return False
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    groups: dict[tuple, list] = {}
-    for r in pts:
-        groups.setdefault((r["run"], r["k"]), []).append(r)
-    for (run, k), rs in sorted(groups.items(), key=lambda t: (t[0][0], t[0][1] or 0)):
+    several = len({fam for _, fam, _ in groups}) > 1
+    for (run, fam, k), rs in sorted(groups.items(), key=lambda t: (t[0][0], t[0][1] or "", t[0][2] or 0)):
         rs.sort(key=lambda r: r["e"])
         es = [r["e"] for r in rs]
-        a1.plot(es, [r["acceptance_length"] for r in rs], marker="o", label=f"{run}: k={k}")
-        a2.plot(es, [r.get("draft_acceptance_rate", np.nan) for r in rs], marker="o", label=f"{run}: k={k}")
+        label = f"{run}: k={k}" + (f" {fam}" if several else "")
+        a1.plot(es, [r["acceptance_length"] for r in rs], marker="o", label=label)
+        a2.plot(es, [r.get("draft_acceptance_rate", np.nan) for r in rs], marker="o", label=label)
     for ax, lab in ((a1, "acceptance length (tokens/step incl. bonus)"), (a2, "draft acceptance rate (VSR)")):
         ax.set_xlabel("e (extra drafted tokens; e=0: fixed k)")
         ax.set_ylabel(lab)
@@ -261,32 +281,40 @@ def _board_config(path) -> dict:
         raise ConfigError(f"--board-config {str(path)!r}: invalid TOML: {err}") from None
 
 
+def _board_rerun(runs, board_cfg: dict | None):
+    """(boards, note) from a short simulator rerun of the first config (boards None when it cannot run).
+    steps.csv holds per-step totals only, so per-request windows always come from a rerun."""
+    cfg = board_cfg or next((r["config"] for r in runs if r["config"]), None)
+    if not cfg:
+        return None, ""
+    kb = next((best_fixed_k(r["summary"]) for r in runs if best_fixed_k(r["summary"])), None)
+    pol = cfg.get("policy", {})
+    k, e = kb or int(pol.get("k", 3) or 3), int(pol.get("extra", 2) or 2)
+    try:
+        boards = board_from_sim(cfg, k, e)
+    except Exception as err:  # a config the simulator cannot run (e.g. an engine run's trace paths)
+        return None, f"simulator rerun failed ({type(err).__name__}: {err})"
+    return boards, (f"a short rerun of the simulator with the first run's config (16 requests in one batch, "
+                    f"first 40 steps, k={k}{' = best fixed k of the run' if kb else ''}, e={e}); "
+                    "per-request windows from its on_step hook")
+
+
+def _board_standalone(runs, note: str):
+    """(boards, note) from the stand-alone step loop over theory.policy (rows sorted easy first)."""
+    cfg = next((r["config"] for r in runs if r["config"]), {})
+    pol = cfg.get("policy", {})
+    k, e = int(pol.get("k", 3) or 3), int(pol.get("extra", 2) or 2)
+    alpha, boards = board_data(cfg, k=k, extra=e, seed=int(cfg.get("seed", 0)))
+    order = np.argsort(-alpha, kind="stable")
+    return {n: b[order] for n, b in boards.items()}, (
+        f"stand-alone step loop over theory.policy (16 requests, 40 steps, k={k}, e={e}, "
+        f"easy/hard mixture from the first run's config; rows sorted easy first)" + (f"; {note}" if note else ""))
+
+
 def plot_board(runs, path, board_cfg: dict | None = None) -> str | None:
-    boards = None if board_cfg else _boards_from_steps(runs)
-    note = "from steps.csv"
+    boards, note = _board_rerun(runs, board_cfg)
     if boards is None:
-        cfg = board_cfg or next((r["config"] for r in runs if r["config"]), None)
-        if cfg:
-            kb = next((best_fixed_k(r["summary"]) for r in runs if best_fixed_k(r["summary"])), None)
-            pol = cfg.get("policy", {})
-            k, e = kb or int(pol.get("k", 3) or 3), int(pol.get("extra", 2) or 2)
-            try:
-                boards = board_from_sim(cfg, k, e)
-                note = (f"a short rerun of the simulator with the first run's config (16 requests in one batch, "
-                        f"first 40 steps, k={k}{' = best fixed k of the run' if kb else ''}, e={e}); "
-                        "per-request windows from its on_step hook")
-            except Exception as err:  # a config the simulator cannot run (e.g. an engine run's trace paths)
-                boards, note = None, f"simulator rerun failed ({type(err).__name__}: {err})"
-    if boards is None:
-        cfg = next((r["config"] for r in runs if r["config"]), {})
-        pol = cfg.get("policy", {})
-        k, e = int(pol.get("k", 3) or 3), int(pol.get("extra", 2) or 2)
-        alpha, boards = board_data(cfg, k=k, extra=e, seed=int(cfg.get("seed", 0)))
-        order = np.argsort(-alpha, kind="stable")
-        boards = {n: b[order] for n, b in boards.items()}
-        note = (f"stand-alone step loop over theory.policy (16 requests, 40 steps, k={k}, e={e}, "
-                f"easy/hard mixture from the first run's config; rows sorted easy first)"
-                + (f"; {note}" if note != "from steps.csv" else ""))
+        boards, note = _board_standalone(runs, note)
     plt = _plt()
     vmax = max(int(b.max()) for b in boards.values()) if boards else 1
     fig, axes = plt.subplots(1, len(boards), figsize=(5 * len(boards), 4), squeeze=False)
@@ -296,51 +324,14 @@ def plot_board(runs, path, board_cfg: dict | None = None) -> str | None:
         ax.set_xlabel("step")
         ax.set_ylabel("request")
     fig.colorbar(im, ax=list(axes[0]), label="window L_i")
-    if note != "from steps.csv":
-        engine_only = all(run_source(m) == "engine" for r in runs for m in r["summary"].values() if isinstance(m, dict))
-        fig.suptitle(("NOT the engine's steps: " if engine_only else "") + "simulated board ("
-                     + ("--board-config rerun" if board_cfg else "config rerun in the simulator with its acceptance model")
-                     + ")", fontsize=9, y=1.02)
-        if engine_only:
-            note = "NOT the engine's own steps (an engine run folder has no per-request windows): " + note
+    engine_only = all(run_source(m) == "engine" for r in runs for m in r["summary"].values() if isinstance(m, dict))
+    fig.suptitle(("NOT the engine's steps: " if engine_only else "") + "simulated board ("
+                 + ("--board-config rerun" if board_cfg else "config rerun in the simulator with its acceptance model")
+                 + ")", fontsize=9, y=1.02)
+    if engine_only:
+        note = "NOT the engine's own steps (an engine run folder has no per-request windows): " + note
     _save(fig, path)
     return note
-
-
-def _boards_from_steps(runs):
-    """Per-request windows from a steps.csv with columns step, request, window (and policy)."""
-    import csv
-
-    for run in runs:
-        if run["steps"] is None:
-            continue
-        with open(run["steps"]) as fh:
-            reader = csv.DictReader(fh)
-            cols = reader.fieldnames or []
-            req_col = next((c for c in ("request", "request_id", "id") if c in cols), None)
-            win_col = next((c for c in ("window", "selected", "length") if c in cols), None)
-            if not (req_col and win_col and "step" in cols and "policy" in cols):
-                continue
-            data: dict[str, list] = {}
-            for row in reader:
-                data.setdefault(row["policy"], []).append((int(row["step"]), int(row[req_col]), int(row[win_col])))
-        fixed = next((n for n in data if n.startswith("fixed")), None)
-        tet = next((n for n in data if n.startswith("tetris")), None)
-        if not (fixed and tet):
-            continue
-        out = {}
-        for n in (fixed, tet):
-            pts = data[n]
-            steps = sorted({s for s, _, _ in pts})[:60]
-            reqs = sorted({r for _, r, _ in pts})[:32]
-            si, ri = {s: i for i, s in enumerate(steps)}, {r: i for i, r in enumerate(reqs)}
-            b = np.full((len(reqs), len(steps)), -1)
-            for s, r, w in pts:
-                if s in si and r in ri:
-                    b[ri[r], si[s]] = w
-            out[n] = np.ma.masked_less(b, 0)
-        return out
-    return None
 
 
 def plot_pair(trace_path, path) -> dict | None:

@@ -32,6 +32,9 @@ from analysis import engine_io as eio
 from analysis.validate_math import GOALS, METRICS, error_table, format_table
 from contract.runs import atomic_folder
 from contract.config import POLICIES, Config, ConfigError, PolicyConfig, load_config, to_toml
+from theory.policies import kind
+
+VALIDATED = tuple(n for n in POLICIES if not kind(n).needs_truth)  # the engine runs them as deployed
 
 # The default validation scenario: small enough for a few minutes on 2 CPU cores.
 VALIDATE_BASE = {
@@ -49,8 +52,8 @@ def parse_policies(text: str) -> list[str]:
     if not names:
         raise ConfigError("--policies: empty")
     for n in names:
-        if n not in POLICIES or n == "oracle":
-            raise ConfigError(f"--policies: {n!r} is not one of none, fixed, tetris, threshold, dsd")
+        if n not in VALIDATED:
+            raise ConfigError(f"--policies: {n!r} is not one of {', '.join(VALIDATED)}")
     return list(dict.fromkeys(names))
 
 
@@ -80,11 +83,7 @@ def _policy(cfg: Config, name: str) -> PolicyConfig:
 
 
 def _max_drafts(cfg: Config, names) -> int:
-    p = cfg.policy
-    ks = [0]
-    for n in names:
-        ks.append({"none": 0, "fixed": p.k, "dsd": p.max_k}.get(n, p.k + p.extra))
-    return max(ks)
+    return max([0] + [kind(n).max_drafts(cfg.policy) for n in names])
 
 
 def _profile_grid(cfg: Config, reqs, kmax: int):
@@ -296,22 +295,7 @@ def _validate(cfg: Config, policies, loads, tmp: Path, args) -> dict:
     cost0, fit0 = calibrate_costs(pair, cfg, prof_path, beta, tmp, clock, args.repeats)
     fit_log("before", fit0)
     # 4. per load and policy: the engine runs
-    measured: dict = {}
-    capacity: dict[str, float] = {}
-    order = ["offline"] + [x for x in loads if x != "offline"] if any(x != "offline" for x in loads) else loads
-    runs = [(ld, p) for ld in order for p in policies]
-    from tqdm import tqdm
-
-    for ld, name in tqdm(runs, desc="validate", file=sys.stderr, leave=False, disable=None if not args.json else True):
-        pcfg = _policy(cfg, name)
-        if ld == "offline":
-            rq, timed = reqs, False
-        else:
-            rq, timed = eio.with_arrivals(reqs, _poisson_arrivals(cfg, ld * capacity[name])), True
-        m = eio.measure_best(pair, dataclasses.replace(cfg, cost=cost0), pcfg, rq, timed, args.repeats, clock)
-        if ld == "offline":
-            capacity[name] = m.summary["request_throughput"]
-        measured[(ld, name)] = (pcfg, rq, m)
+    measured, capacity = measure_points(pair, dataclasses.replace(cfg, cost=cost0), reqs, policies, loads, clock, args)
     _, fit1 = calibrate_costs(pair, cfg, prof_path, beta, tmp, clock, args.repeats)
     fit_log("after", fit1)
     cost, fit = average_fits(prof_path, cost0, [fit0, fit1], tmp)
@@ -324,19 +308,7 @@ def _validate(cfg: Config, policies, loads, tmp: Path, args) -> dict:
         label = name if len(loads) == 1 else f"{name}@{ld}"
         rows[label] = {"load": ld, "rate": None if ld == "offline" else ld * capacity[name], **row}
     result = {"policies": rows, "loads": [str(x) for x in loads], "capacity_rps": capacity,
-              "fits": {"beta": beta, **fit},
-              "sources": {"profile": prof_src,
-                          "target_s, draft_s": "profile table (multilinear in batch, tokens/request, context) x fitted scales",
-                          "calibration": "two calibrations (before and after the measured runs), each figure averaged",
-                          "target_scale": "fitted: in-run / profiled target seconds, calibration runs (none, fixed)",
-                          "draft_scale": "fitted: in-run / profiled draft seconds, calibration run (fixed)",
-                          "spec_overhead_s": "fitted: calibration run (fixed): other seconds per step - overhead_s; on speculative table rows",
-                          "overhead_s": "fitted: calibration run (none): (duration - prefill - draft - target) / steps",
-                          "prefill_per_token_s": "fitted: calibration runs: prefill seconds / prompt tokens",
-                          "speed": ("every figure x (probe before the measured run / probe at profiling); probe = a fixed target "
-                                    "pass and draft forward" if args.speed_probe else "not rescaled (--speed-probe off)"),
-                          "acceptance (simulated)": "engine trace replay (trace_replay.jsonl)",
-                          "acceptance (simulated_parametric)": "Beta fitted to the trace's per-request acceptance"},
+              "fits": {"beta": beta, **fit}, "sources": _sources(prof_src, args.speed_probe),
               "pair": pair.path, "clock": clock, "repeats": args.repeats, "wall_s": time.perf_counter() - t_start}
     (tmp / "validate.json").write_text(json.dumps(result, indent=1, default=_json_default))
     (tmp / "config.toml").write_text(to_toml(cfg))
@@ -345,6 +317,44 @@ def _validate(cfg: Config, policies, loads, tmp: Path, args) -> dict:
 
     plot_scatter([load_run(tmp)], tmp / "scatter.png")
     return result
+
+
+def measure_points(pair, cfg: Config, reqs, policies, loads, clock: str, args):
+    """The engine runs, per load (offline first: Poisson loads are fractions of its capacity) and policy:
+    ({(load, name): (pcfg, requests, Measured)}, {name: offline requests/s})."""
+    from tqdm import tqdm
+
+    measured: dict = {}
+    capacity: dict[str, float] = {}
+    order = ["offline"] + [x for x in loads if x != "offline"] if any(x != "offline" for x in loads) else loads
+    points = [(ld, p) for ld in order for p in policies]
+    for ld, name in tqdm(points, desc="validate", file=sys.stderr, leave=False, disable=None if not args.json else True):
+        pcfg = _policy(cfg, name)
+        if ld == "offline":
+            rq, timed = reqs, False
+        else:
+            rq, timed = eio.with_arrivals(reqs, _poisson_arrivals(cfg, ld * capacity[name])), True
+        m = eio.measure_best(pair, cfg, pcfg, rq, timed, args.repeats, clock)
+        if ld == "offline":
+            capacity[name] = m.summary["request_throughput"]
+        measured[(ld, name)] = (pcfg, rq, m)
+    return measured, capacity
+
+
+def _sources(prof_src: str, speed_probe: bool) -> dict:
+    """Where each figure of validate.json comes from."""
+    return {"profile": prof_src,
+            "target_s, draft_s": "profile table (multilinear in batch, tokens/request, context) x fitted scales",
+            "calibration": "two calibrations (before and after the measured runs), each figure averaged",
+            "target_scale": "fitted: in-run / profiled target seconds, calibration runs (none, fixed)",
+            "draft_scale": "fitted: in-run / profiled draft seconds, calibration run (fixed)",
+            "spec_overhead_s": "fitted: calibration run (fixed): other seconds per step - overhead_s; on speculative table rows",
+            "overhead_s": "fitted: calibration run (none): (duration - prefill - draft - target) / steps",
+            "prefill_per_token_s": "fitted: calibration runs: prefill seconds / prompt tokens",
+            "speed": ("every figure x (probe before the measured run / probe at profiling); probe = a fixed target "
+                      "pass and draft forward" if speed_probe else "not rescaled (--speed-probe off)"),
+            "acceptance (simulated)": "engine trace replay (trace_replay.jsonl)",
+            "acceptance (simulated_parametric)": "Beta fitted to the trace's per-request acceptance"}
 
 
 def _json_default(x):

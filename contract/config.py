@@ -17,6 +17,7 @@ from typing import Any
 
 from contract.errors import ConfigError  # noqa: F401  (re-exported: contract.config.ConfigError)
 from contract.outpaths import read_text
+from theory.policies import REGISTRY
 
 
 def _f(default, *, choices=None, min=None, max=None, doc=""):
@@ -107,7 +108,7 @@ class ServerConfig:
     router: str = _f("round_robin", choices=("round_robin", "least_tokens"))
 
 
-POLICIES = ("none", "fixed", "tetris", "threshold", "dsd", "oracle")
+POLICIES = tuple(REGISTRY)  # the registered policies (theory/policies/__init__.py), in order
 
 
 @dataclass

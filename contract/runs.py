@@ -3,8 +3,9 @@ variants of a config, their labels, and the run folder they write.
 
 cfg.sweep is a list of inline tables laid over [policy]; each may set `label`,
 and k = "best_fixed" takes the k of the best fixed-k variant run before it (by
-output throughput). An empty sweep runs [policy] alone; `only` runs one policy
-name with the [policy] section.
+output throughput; run_variants is the one loop that does it). An empty sweep runs
+[policy] alone; `only` runs one policy name with the [policy] section. What each
+policy is (label, parameters, needs) comes from its module in theory/policies/.
 """
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
 from contract.config import POLICIES, Config, ConfigError, PolicyConfig, build
+from theory.policies import kind, needs_step_time
+
+R = TypeVar("R")  # one variant's result (it has .summary)
 
 
 def add_run_arguments(parser, config_help: str) -> None:
@@ -31,18 +35,15 @@ def add_run_arguments(parser, config_help: str) -> None:
     parser.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the table")
 
 
-def policy_label(p: PolicyConfig) -> str:
-    """'none', 'fixed-k3', 'dsd', 'tetris-k3-e2', 'threshold-k3-e2-tau0.3', ...-goodput."""
-    if p.name in ("none", "dsd"):
-        return p.name
-    if p.name == "fixed":
-        return f"fixed-k{p.k}"
-    lab = f"{p.name}-k{p.k}-e{p.extra}"
-    if p.name == "threshold":
-        lab += f"-tau{p.tau:g}"
-    if p.budget != "fixed":
-        lab += f"-{p.budget}"
-    return lab
+def policy_label(p: PolicyConfig, best: bool = False) -> str:
+    """'none', 'fixed-k3', 'dsd', 'tetris-k3-e2', 'threshold-k3-e2-tau0.3', ...-goodput (each policy's
+    label(), theory/policies/); best: k = "best_fixed" ('fixed-best', 'tetris-kbest-e2')."""
+    return kind(p.name).label(p, best)
+
+
+def resolved_params(p: PolicyConfig) -> dict:
+    """{"name": ..., and the PolicyConfig fields the policy reads}: summary.json's "policy" entry."""
+    return kind(p.name).resolved(p)
 
 
 def policy_variants(cfg: Config, only: str | None = None,
@@ -77,12 +78,10 @@ def policy_variants(cfg: Config, only: str | None = None,
         table = base | entry
         best = table.get("k") == "best_fixed"
         pcfg = build(PolicyConfig, table | ({"k": 1} if best else {}), f"sweep[{i}]")
-        if best and not any(t["name"] == "fixed" and t.get("k") != "best_fixed" for _, t in out):
+        if best and not any(kind(t["name"]).baseline_k and t.get("k") != "best_fixed" for _, t in out):
             raise ConfigError(f"sweep[{i}].k: \"best_fixed\" needs a fixed-k variant earlier in the sweep")
         if label is None:
-            label = policy_label(pcfg)
-            if best:
-                label = "fixed-best" if pcfg.name == "fixed" else label.replace("-k1-", "-kbest-")
+            label = policy_label(pcfg, best)
         if check:
             check(pcfg, label)
         while label in seen:
@@ -101,6 +100,34 @@ def resolve_variant(table: dict, fixed_throughput: dict[int, float]) -> PolicyCo
     return build(PolicyConfig, table, "policy")
 
 
+def variant_needs_step_time(table: dict) -> bool:
+    """True when the variant's policy needs a step-time model (k = "best_fixed" does not matter)."""
+    return needs_step_time(build(PolicyConfig, table | ({"k": 1} if table.get("k") == "best_fixed" else {}), "policy"))
+
+
+def run_variants(todo: list[tuple[str, dict]], run_one: Callable[[str, PolicyConfig], R]) -> dict[str, R]:
+    """{label: run_one(label, pcfg)} over the variants in order (the one loop of simulate and engine).
+
+    k = "best_fixed" resolves to the k of the baseline (fixed-k) variant with the highest
+    output throughput (result.summary["output_throughput"]) among those run before it.
+    """
+    done: dict[str, R] = {}
+    baseline: dict[int, float] = {}  # k -> output throughput of the fixed-k variants run so far
+    for label, table in todo:
+        pcfg = resolve_variant(table, baseline)
+        done[label] = run_one(label, pcfg)
+        if kind(pcfg.name).baseline_k:
+            baseline.setdefault(pcfg.k, done[label].summary["output_throughput"])
+    return done
+
+
+def baseline_throughputs(results: dict) -> list[float]:
+    """Output throughputs of the fixed-k baseline variants of {label: result} (result.policy: the
+    PolicyConfig it ran, result.summary: its metrics), for "vs best fixed" tables."""
+    return [r.summary["output_throughput"] for r in results.values()
+            if r.policy is not None and kind(r.policy.name).baseline_k]
+
+
 def _clean(x):
     """JSON-safe: numpy scalars to Python, non-finite floats to null."""
     if isinstance(x, dict):
@@ -114,8 +141,11 @@ def _clean(x):
     return x
 
 
-def summary_json(summaries: dict[str, dict]) -> str:
-    """{"policies": {label: {metric: value}}} (the public summary.json shape)."""
+def summary_json(summaries: dict[str, dict], policies: dict[str, PolicyConfig] | None = None) -> str:
+    """{"policies": {label: {metric: value}}} (the public summary.json shape); with `policies`
+    ({label: the PolicyConfig it ran}) each entry also holds "policy": resolved_params(...)."""
+    if policies is not None:
+        summaries = {lab: s | {"policy": resolved_params(policies[lab])} for lab, s in summaries.items()}
     return json.dumps(_clean({"policies": summaries}), indent=2) + "\n"
 
 

@@ -57,7 +57,9 @@ def _load(args):
 
 
 def comparison_table(results: dict) -> str:
-    fixed = [r.summary["output_throughput"] for lab, r in results.items() if lab.startswith("fixed-")]
+    from contract.runs import baseline_throughputs
+
+    fixed = baseline_throughputs(results)
     ref = max(fixed) if fixed else next(iter(results.values())).summary["output_throughput"]
     ref_name = "best fixed" if fixed else "first"
     head = (f"{'policy':<22} {'tok/s':>9} {'vs ' + ref_name:>14} {'TPOT ms':>9} {'E2E s':>7} {'acc.len':>8} "
@@ -89,12 +91,13 @@ def _engine(args) -> int:
     from contract.runs import policy_variants
     from contract.workload import size_note
 
-    note = size_note(cfg, len(policy_variants(cfg, args.policy)), ENGINE_TOKENS_PER_S, "engine time")
+    todo = policy_variants(cfg, args.policy)  # validated once, before the (long) run
+    note = size_note(cfg, len(todo), ENGINE_TOKENS_PER_S, "engine time")
     if note:
         print(note + f" (at ~{ENGINE_TOKENS_PER_S:.0f} tokens/s, the committed pair on one CPU core)", file=sys.stderr)
     t0 = time.perf_counter()
     results = run_config(cfg, only=args.policy, progress=not args.quiet,
-                         calibration=bool(args.calibration_report))
+                         calibration=bool(args.calibration_report), todo=todo)
     wall = time.perf_counter() - t0
     write_run(out, cfg, results, dump_outputs=args.dump_outputs)
     if args.calibration_report:

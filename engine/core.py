@@ -117,7 +117,7 @@ class Engine:
         self.clock = clock
         self.packed = packed  # ragged forwards cost their real tokens (engine.forward.forward)
         self.device = model_device(target)
-        self.use_draft = policy.cfg.name != "none"
+        self.use_draft = policy.speculates
         # a draft that reads the target's hidden states: input at p is (x_p, f_{p-1}) (engine/smollm/eagle.py)
         self.eagle = self.use_draft and getattr(draft, "reads_target_features", False)
         self.seqs: list[Seq] = []
@@ -267,7 +267,7 @@ class Engine:
         usable = np.array([s.output_len - len(s.out) - 1 for s in self.seqs])  # drafts that can still be emitted
         if usable.min() < k:  # as in the simulator: no budget for drafts past a request's end
             estimates = np.where(np.arange(k)[None, :] < usable[:, None], estimates, np.nan)
-        if self.policy.cfg.name == "oracle" or self.trace:
+        if self.policy.needs_truth or self.trace:
             return estimates, None, np.full(n, k, dtype=np.int64)  # lengths decided after verifying all K
         lengths = self.policy.allocate(estimates)
         return estimates, lengths, lengths
@@ -302,7 +302,7 @@ class Engine:
         ts = self.clock()
         truth_np = truth.double().cpu().numpy()
         truth_np = np.where(np.isnan(estimates), np.nan, truth_np)  # as the estimates: nothing past the end
-        lengths = self.policy.allocate(estimates, truth=truth_np if self.policy.cfg.name == "oracle" else None)
+        lengths = self.policy.allocate(estimates, truth=truth_np if self.policy.needs_truth else None)
         return lengths, self.clock() - ts
 
     def _commit(self, k: int, window: np.ndarray, v: Verified):

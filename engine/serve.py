@@ -33,6 +33,7 @@ class PolicyRun:
     result: RunResult
     trace: list  # TraceRecords (trace mode) or []
     calibration: list  # per-step estimator/truth arrays (calibration mode) or []
+    policy: PolicyConfig | None = None  # the resolved policy it ran
 
 
 @dataclass
@@ -123,17 +124,19 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: W
     s["estimator"] = engine.estimator
     s["temperature"] = engine.temperature
     s["clock"] = e.clock if clock is None else getattr(clock, "__name__", type(clock).__name__)
-    return PolicyRun(label, s, res, engine.trace_records, engine.calib)
+    return PolicyRun(label, s, res, engine.trace_records, engine.calib, pcfg)
 
 
 def run_config(cfg: Config, only: str | None = None, progress: bool = True, calibration: bool = False,
-               models=None) -> dict:
-    """Every policy variant of the config on the engine; returns {label: PolicyRun}."""
+               models=None, todo: list | None = None) -> dict:
+    """Every policy variant of the config on the engine; returns {label: PolicyRun}.
+
+    todo: contract.runs.policy_variants(cfg, only) when the caller already has them."""
     from engine.estimators import resolve
     from engine.pairs import device_dtype, load_pair, resolve_pair
 
     e = cfg.engine
-    todo = runs.policy_variants(cfg, only)
+    todo = runs.policy_variants(cfg, only) if todo is None else todo
     device_dtype(e.device)  # fail early on a missing CUDA
     if e.clock == "cpu" and e.device == "cuda":
         raise ConfigError("engine.clock: 'cpu' counts this process's CPU seconds only; use 'wall' with engine.device = 'cuda'")
@@ -151,32 +154,29 @@ def run_config(cfg: Config, only: str | None = None, progress: bool = True, cali
     wl = build_workload(cfg, tokenizer, pair_dir)
     check_positions(wl, target)
     warmup(target, draft, cfg)
-    needs_cost = any(t.get("name") == "dsd" or t.get("budget") == "goodput" for _, t in todo)
+    needs_cost = any(runs.variant_needs_step_time(t) for _, t in todo)
     step_time = step_time_for(cfg, target, draft, wl) if needs_cost else None
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo) * len(wl.requests), unit="req", file=sys.stderr, desc="engine", leave=False)
-    done: dict[str, PolicyRun] = {}
-    fixed: dict[int, float] = {}  # k -> output throughput of the fixed-k variants run so far
+
+    def run_one(label: str, pcfg: PolicyConfig) -> PolicyRun:
+        if bar is not None:
+            bar.set_postfix_str(label)
+        return run_policy(cfg, pcfg, label, target, draft, wl, step_time, bar, calibration=calibration)
+
     try:
-        for label, table in todo:
-            pcfg = runs.resolve_variant(table, fixed)
-            if bar is not None:
-                bar.set_postfix_str(label)
-            done[label] = run_policy(cfg, pcfg, label, target, draft, wl, step_time,
-                                     bar, calibration=calibration)
-            if pcfg.name == "fixed":
-                fixed.setdefault(pcfg.k, done[label].summary["output_throughput"])
+        return runs.run_variants(todo, run_one)
     finally:
         if bar is not None:
             bar.close()
-    return done
 
 
 def summary_json(results: dict) -> str:
-    return runs.summary_json({lab: r.summary for lab, r in results.items()})
+    return runs.summary_json({lab: r.summary for lab, r in results.items()},
+                             {lab: r.policy for lab, r in results.items()})
 
 
 def write_run(out, cfg: Config, results: dict, dump_outputs: str | None = None) -> Path:

@@ -196,8 +196,8 @@ class Replica:
         env = self.env
         floor = 0.0  # admission clock: max(env.now, the arrival we slept until)
         policy, cost, acc, stats = self.policy, self.cost, self.acc, self.stats
-        oracle = policy.name == "oracle"
-        drafting = policy.name != "none"
+        oracle = policy.needs_truth
+        drafting = policy.speculates
         fast = acc.static and self.on_step is None and not oracle
         while True:
             now = max(env.now, floor)

@@ -31,8 +31,9 @@ import simpy
 
 from contract import runs
 from contract.config import Config, ConfigError, PolicyConfig, to_toml
-from contract.runs import policy_variants, resolve_variant
+from contract.runs import policy_variants, run_variants
 from contract.metrics import RecordSink, StepStats, summarize
+from theory.policies import needs_step_time
 from theory.policy import make_policy
 from contract.workload import iter_request_chunks, num_requests
 from sim.acceptance import make_acceptance
@@ -52,27 +53,21 @@ class PolicyResult:
 
 # ---------------------------------------------------------------- variants
 
-def _check_step_time(cfg: Config, pcfg: PolicyConfig, label: str) -> None:
-    if (pcfg.name == "dsd" or pcfg.budget == "goodput") and not make_cost(cfg.cost).step_s(1, 1, 1, 1.0) > 0:
+def _check_step_time(cfg: Config, pcfg: PolicyConfig, label: str, cost=None) -> None:
+    if needs_step_time(pcfg) and not (make_cost(cfg.cost) if cost is None else cost).step_s(1, 1, 1, 1.0) > 0:
         raise ConfigError(f"cost.step_s: policy {label!r} sizes its budget by goodput and needs a positive step time")
 
 
-def variants(cfg: Config, only: str | None = None) -> list[tuple[str, dict]]:
-    """(label, policy table) pairs to run; validates every entry (errors name sweep[i].key)."""
-    return policy_variants(cfg, only, check=lambda pcfg, label: _check_step_time(cfg, pcfg, label))
+def variants(cfg: Config, only: str | None = None, cost=None) -> list[tuple[str, dict]]:
+    """(label, policy table) pairs to run; validates every entry (errors name sweep[i].key).
+    cost: make_cost(cfg.cost) when the caller has it."""
+    return policy_variants(cfg, only, check=lambda pcfg, label: _check_step_time(cfg, pcfg, label, cost))
 
 
-def _resolve(table: dict, done: dict) -> PolicyConfig:
-    fixed = {}
-    for r in done.values():
-        if r.policy.name == "fixed":
-            fixed.setdefault(r.policy.k, r.summary["output_throughput"])
-    return resolve_variant(table, fixed)
-
-
-def check(cfg: Config) -> None:
-    """Validate cross-field settings before anything runs (ConfigError names the key)."""
-    cost = make_cost(cfg.cost)
+def check(cfg: Config, cost=None) -> None:
+    """Validate cross-field settings before anything runs (ConfigError names the key).
+    cost: make_cost(cfg.cost) when the caller has it."""
+    cost = make_cost(cfg.cost) if cost is None else cost
     if not float(np.max(cost.step_s(1, 0, 0, 1.0))) > 0:
         raise ConfigError(f"cost: a decoding step takes 0 s with cost.model = {cfg.cost.model!r} "
                           "(throughput would be meaningless); set cost.step_s or cost.per_token_s > 0")
@@ -120,15 +115,17 @@ def _router(env, replicas, cfg: Config):
 
 
 def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, progress=None,
-                    on_step=None, keep_steps: bool = False, writer=None, exact_limit: int = 1 << 16) -> PolicyResult:
+                    on_step=None, keep_steps: bool = False, writer=None, exact_limit: int = 1 << 16,
+                    cost=None, total: int | None = None) -> PolicyResult:
     """Simulate one policy over the whole workload; returns its metrics and per-request columns.
 
     writer(columns) receives finished requests in blocks (RecordSink); past
     `exact_limit` requests the columns are not kept (result.columns is None).
+    cost, total: make_cost(cfg.cost) and num_requests(cfg) when the caller has them (built once per run).
     """
     label = label or pcfg.name
     env = simpy.Environment()
-    cost = make_cost(cfg.cost)
+    cost = make_cost(cfg.cost) if cost is None else cost
     nrep = cfg.server.replicas
     steps: list | None = [] if keep_steps else None
     sink = RecordSink(cfg.slo, exact_limit=exact_limit, writer=writer)
@@ -146,14 +143,13 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
         queue = RequestQueue(iter_request_chunks(cfg) if nrep == 1 else None)
         rep = Replica(env, r, queue, None, cost, make_acceptance(cfg), cfg.server.max_batch, sink,
                       on_finish=progress, on_step=hook)
-        needs_time = pcfg.name == "dsd" or pcfg.budget == "goodput"
-        rep.policy = make_policy(pcfg, step_time=rep.step_time if needs_time else None)
+        rep.policy = make_policy(pcfg, step_time=rep.step_time if needs_step_time(pcfg) else None)
         replicas.append(rep)
         env.process(rep.run())
     if nrep > 1:
         env.process(_router(env, replicas, cfg))
     env.run()
-    total = num_requests(cfg)
+    total = num_requests(cfg) if total is None else total
     if len(sink) != total:
         raise RuntimeError(f"simulation drained its event queue with {total - len(sink)} of {total} requests unfinished")
     cols = sink.columns() if sink.exact else None
@@ -169,39 +165,49 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
 # ---------------------------------------------------------------- many policies + run folder
 
 def summary_json(results: dict) -> str:
-    return runs.summary_json({lab: r.summary for lab, r in results.items()})
+    return runs.summary_json({lab: r.summary for lab, r in results.items()},
+                             {lab: r.policy for lab, r in results.items()})
+
+
+def checked_variants(cfg: Config, only: str | None = None) -> list[tuple[str, dict]]:
+    """check(cfg), then the variants (label, policy table) to run: every bad key before anything runs."""
+    cost = make_cost(cfg.cost)
+    check(cfg, cost)
+    return variants(cfg, only, cost)
 
 
 def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_steps: bool = False,
-            requests_file=None) -> dict:
+            requests_file=None, todo: list | None = None) -> dict:
     """Simulate every variant in order; returns {label: PolicyResult}.
 
     requests_file: an open text file that receives the requests.csv rows.
+    todo: checked_variants(cfg, only) when the caller already has them (else built here).
     """
-    check(cfg)
-    todo = variants(cfg, only)
+    if todo is None:
+        todo = checked_variants(cfg, only)
+    cost, total = make_cost(cfg.cost), num_requests(cfg)  # once per run, shared by every variant
     bar = None
     if progress:
         from tqdm import tqdm
 
         tty = sys.stderr.isatty()
-        bar = tqdm(total=len(todo) * num_requests(cfg), unit="req", file=sys.stderr, desc="simulate",
+        bar = tqdm(total=len(todo) * total, unit="req", file=sys.stderr, desc="simulate",
                    leave=False, mininterval=0.1 if tty else 10.0, delay=0 if tty else 10.0)  # not a TTY: a line every 10 s
-    done: dict[str, PolicyResult] = {}
+
+    def run_one(label: str, pcfg: PolicyConfig) -> PolicyResult:
+        if bar is not None:
+            bar.set_postfix_str(label)
+        writer = None
+        if requests_file is not None:
+            writer = lambda cols: _write_rows(requests_file, label, cols)
+        return simulate_policy(cfg, pcfg, label, progress=bar.update if bar is not None else None,
+                               keep_steps=keep_steps, writer=writer, cost=cost, total=total)
+
     try:
-        for label, table in todo:
-            pcfg = _resolve(table, done)
-            if bar is not None:
-                bar.set_postfix_str(label)
-            writer = None
-            if requests_file is not None:
-                writer = lambda cols, label=label: _write_rows(requests_file, label, cols)
-            done[label] = simulate_policy(cfg, pcfg, label, progress=bar.update if bar is not None else None,
-                                          keep_steps=keep_steps, writer=writer)
+        return run_variants(todo, run_one)
     finally:
         if bar is not None:
             bar.close()
-    return done
 
 
 REQUESTS_HEADER = "policy,id,arrival_s,first_token_s,finish_s,prompt_len,output_len,replica\n"
@@ -215,16 +221,18 @@ def _write_rows(fh, label: str, c: dict) -> None:
 
 
 def run_to_folder(out: str | Path, cfg: Config, only: str | None = None, progress: bool = True,
-                  requests: bool = True, steps: bool = False) -> dict:
-    """Run every variant and write the run folder atomically (temporary folder renamed into place)."""
-    check(cfg)
-    variants(cfg, only)  # every bad key is reported before anything is written
+                  requests: bool = True, steps: bool = False, todo: list | None = None) -> dict:
+    """Run every variant and write the run folder atomically (temporary folder renamed into place).
+
+    todo: checked_variants(cfg, only) when the caller already has them (else built here)."""
+    if todo is None:
+        todo = checked_variants(cfg, only)  # every bad key is reported before anything is written
     with runs.atomic_folder(out) as tmp:
         fh = open(tmp / "requests.csv", "w") if requests else None
         try:
             if fh is not None:
                 fh.write(REQUESTS_HEADER)
-            results = run_all(cfg, only, progress, keep_steps=steps, requests_file=fh)
+            results = run_all(cfg, only, progress, keep_steps=steps, requests_file=fh, todo=todo)
         finally:
             if fh is not None:
                 fh.close()
@@ -241,7 +249,7 @@ def run_to_folder(out: str | Path, cfg: Config, only: str | None = None, progres
 
 def comparison_table(results: dict) -> str:
     """Plain-text table: throughput, ratio to the best fixed-k, TPOT, acceptance length, VSR."""
-    fixed = [r.summary["output_throughput"] for lab, r in results.items() if lab.startswith("fixed-")]
+    fixed = runs.baseline_throughputs(results)
     ref = max(fixed) if fixed else next(iter(results.values())).summary["output_throughput"]
     ref_name = "best fixed" if fixed else "first"
     head = f"{'policy':<22} {'tok/s':>10} {'vs ' + ref_name:>14} {'TPOT ms':>9} {'E2E s':>8} {'acc.len':>8} {'VSR':>6}"

@@ -13,21 +13,24 @@ def _run_folder(path):
     pols = {}
     for k in (1, 2, 3):
         pols[f"fixed k={k}"] = {"output_throughput": 100.0 + 10 * k, "acceptance_length": 1.5 + 0.2 * k,
-                                "draft_acceptance_rate": 0.7 - 0.05 * k, "mean_tpot_s": 0.01}
+                                "draft_acceptance_rate": 0.7 - 0.05 * k, "mean_tpot_s": 0.01,
+                                "policy": {"name": "fixed", "k": k}}
         for e in (1, 2):
             pols[f"tetris k={k} e={e}"] = {"output_throughput": 105.0 + 10 * k + e, "acceptance_length": 1.6 + 0.2 * k,
-                                           "draft_acceptance_rate": 0.75 - 0.05 * k, "mean_tpot_s": 0.009}
-    pols["none"] = {"output_throughput": 80.0, "acceptance_length": 1.0, "draft_acceptance_rate": 0.0}
+                                           "draft_acceptance_rate": 0.75 - 0.05 * k, "mean_tpot_s": 0.009,
+                                           "policy": {"name": "tetris", "k": k, "extra": e, "budget": "fixed"}}
+    pols["none"] = {"output_throughput": 80.0, "acceptance_length": 1.0, "draft_acceptance_rate": 0.0,
+                    "policy": {"name": "none"}}
     (path / "summary.json").write_text(json.dumps({"policies": pols}))
     (path / "config.toml").write_text('seed = 3\n[acceptance]\nmodel = "mixture"\neasy_alpha = 0.95\nhard_alpha = 0.2\n[policy]\nk = 2\nextra = 1\n')
     return path
 
 
-def test_policy_params_from_names_and_fields():
-    assert policy_params("tetris k=3 e=2", {}) == ("tetris", 3, 2)
-    assert policy_params("fixed k=4", {}) == ("fixed", 4, 0)
-    assert policy_params("best", {"policy": {"name": "tetris", "k": 2, "extra": 1}}) == ("tetris", 2, 1)
-    assert policy_params("dsd", {}) == ("dsd", None, None)
+def test_policy_params_from_the_resolved_fields_not_the_label():
+    assert policy_params({"policy": {"name": "tetris", "k": 2, "extra": 1}}) == ("tetris", 2, 1)
+    assert policy_params({"policy": {"name": "fixed", "k": 4}}) == ("fixed", 4, 0)  # a fixed-k baseline: e = 0
+    assert policy_params({"policy": {"name": "dsd", "max_k": 8}}) == ("dsd", None, None)
+    assert policy_params({}) == (None, None, None)  # a folder from before the resolved fields: no label parsing
 
 
 def test_report_writes_markdown_and_plots(tmp_path):
@@ -88,8 +91,6 @@ def test_report_on_a_simulator_run_folder(tmp_path, capsys):
     sim_out = tmp_path / "sim"
     assert tetris_cli.main(["simulate", "--set", "workload.num_requests=16", "--set", "workload.output_len={dist='fixed', value=32}",
                             "--quiet", "--out", str(sim_out)]) == 0
-    assert policy_params("tetris-kbest-e2", {}) == ("tetris", None, 2)
-    assert policy_params("fixed-k3", {}) == ("fixed", 3, 0)
     out = tmp_path / "rep"
     assert tetris_cli.main(["report", str(sim_out), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
@@ -98,6 +99,7 @@ def test_report_on_a_simulator_run_folder(tmp_path, capsys):
     from analysis.report import _rows, best_fixed_k, load_run
 
     run = load_run(sim_out)
+    assert run["summary"]["tetris-kbest-e1"]["policy"]["name"] == "tetris"  # the resolved parameters, not the label
     kb = best_fixed_k(run["summary"])
     tet = [r for r in _rows([run]) if r["family"] == "tetris"]
     assert tet and all(r["k"] == kb for r in tet)

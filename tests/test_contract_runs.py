@@ -2,7 +2,9 @@
 import pytest
 
 from contract.config import ConfigError, load_config
-from contract.runs import atomic_folder, policy_variants, resolve_variant, summary_json
+from types import SimpleNamespace
+
+from contract.runs import atomic_folder, policy_variants, resolve_variant, run_variants, summary_json
 
 
 def test_variants_labels_and_best_fixed():
@@ -16,6 +18,37 @@ def test_variants_labels_and_best_fixed():
     table = dict(policy_variants(cfg))["tetris-kbest-e1"]
     assert resolve_variant(table, {1: 10.0, 2: 12.0}).k == 2
     assert resolve_variant(table, {1: 12.0, 2: 12.0}).k == 1  # first of equals
+
+
+def test_run_variants_resolves_best_fixed_from_the_baselines_run_before():
+    cfg = load_config(base={"sweep": [
+        {"name": "fixed", "k": 1}, {"name": "fixed", "k": 3}, {"name": "fixed", "k": 2},
+        {"name": "tetris", "k": "best_fixed", "extra": 1}, {"name": "fixed", "k": 4}, {"name": "tetris", "k": "best_fixed"},
+    ]})
+    speed = {1: 10.0, 2: 12.0, 3: 11.0, 4: 20.0}  # fixed k=4 runs after the first best_fixed variant
+    ran = []
+
+    def run_one(label, pcfg):
+        ran.append((label, pcfg.name, pcfg.k))
+        return SimpleNamespace(summary={"output_throughput": speed[pcfg.k] if pcfg.name == "fixed" else 99.0})
+
+    done = run_variants(policy_variants(cfg), run_one)
+    assert list(done) == [lab for lab, _, _ in ran]
+    assert [k for _, name, k in ran if name == "tetris"] == [2, 4]  # the best among those run before each
+    # tetris's own 99 tok/s never counts as a baseline
+
+
+def test_summary_json_holds_the_resolved_policy_parameters():
+    import json
+
+    from contract.config import PolicyConfig
+
+    pols = {"t": PolicyConfig(name="threshold", k=2, extra=1, tau=0.5), "n": PolicyConfig(name="none")}
+    data = json.loads(summary_json({"t": {"x": 1}, "n": {"x": 2}}, pols))["policies"]
+    assert data["t"] == {"x": 1, "policy": {"name": "threshold", "k": 2, "extra": 1, "budget": "fixed", "tau": 0.5,
+                                            "disable_batch": 0}}
+    assert data["n"] == {"x": 2, "policy": {"name": "none"}}
+    assert json.loads(summary_json({"n": {"x": 2}})) == {"policies": {"n": {"x": 2}}}  # the old shape without them
 
 
 def test_variants_errors_name_the_key():

@@ -16,6 +16,7 @@ Policies (PolicyConfig.name):
              steps by predicted goodput with an EMA acceptance estimate.
   oracle     like tetris but ranks by the true acceptance (`truth`): an upper bound.
 `disable_batch` > 0 turns speculation off while more requests than that run.
+Each policy is one module of theory/policies/ (its registry: theory.policies.REGISTRY).
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.allocate import fixed_allocate, no_speculation, tetris_allocate, threshold_allocate
-from theory.budget import StepTime, fixed_capacity, goodput_capacity, goodput_capacity_all_scores, goodput_uniform_k
+from theory.allocate import no_speculation
+from theory.budget import StepTime, fixed_capacity, goodput_capacity, goodput_capacity_all_scores
+from theory.policies import PolicyKind, kind, needs_step_time
 
 
 @dataclass
@@ -40,20 +42,29 @@ class Policy:
     def name(self) -> str:
         return self.cfg.name
 
+    @property
+    def kind(self) -> PolicyKind:
+        """What the policy declares (theory/policies/)."""
+        return kind(self.cfg.name)
+
+    @property
+    def speculates(self) -> bool:
+        """False for plain decoding: no draft model runs."""
+        return self.kind.speculates
+
+    @property
+    def needs_truth(self) -> bool:
+        """allocate() needs the true acceptance (verify all K drafts first)."""
+        return self.kind.needs_truth
+
     def num_drafts(self, n_running: int) -> int:
         """Draft tokens per request this step (0 = plain decoding step)."""
         c = self.cfg
-        if c.name == "none" or n_running == 0:
+        if not self.speculates or n_running == 0:
             return 0
         if c.disable_batch and n_running > c.disable_batch:
             return 0
-        if c.name == "fixed":
-            return c.k
-        if c.name == "dsd":
-            if self.dsd_k < 0 or self.steps % c.interval == 0:
-                self.dsd_k = goodput_uniform_k(self.alpha_ema, n_running, self.step_time, c.max_k)
-            return self.dsd_k
-        return c.k + c.extra  # tetris, threshold, oracle
+        return self.kind.num_drafts(self, n_running)
 
     def capacity(self, estimates: np.ndarray) -> int:
         """Budget size C for this step (verified draft tokens summed over the batch)."""
@@ -67,22 +78,10 @@ class Policy:
 
     def allocate(self, estimates: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
         """Windows to verify, int64 [N], given estimates [N, K] (NaN: no draft)."""
-        c = self.cfg
         estimates = np.asarray(estimates, dtype=np.float64)
-        if estimates.shape[1] == 0 or c.name == "none":
+        if estimates.shape[1] == 0 or not self.speculates:
             return no_speculation(estimates)
-        if c.name in ("fixed", "dsd"):
-            return fixed_allocate(estimates, estimates.shape[1])
-        if c.name == "tetris":
-            return tetris_allocate(estimates, self.capacity(estimates))
-        if c.name == "threshold":
-            return threshold_allocate(estimates, c.tau, self.capacity(estimates))
-        if c.name == "oracle":
-            if truth is None:
-                raise ValueError("the oracle policy needs truth (the true acceptance)")
-            truth = np.asarray(truth, dtype=np.float64)
-            return tetris_allocate(truth, self.capacity(truth))
-        raise ValueError(f"unknown policy {c.name!r}")
+        return self.kind.allocate(self, estimates, truth)
 
     def observe(self, lengths: np.ndarray, accepted: np.ndarray) -> None:
         """Feed back one step's outcome (dsd keeps an EMA of per-position acceptance)."""
@@ -97,7 +96,6 @@ class Policy:
 
 def make_policy(cfg, step_time: StepTime | None = None) -> Policy:
     """Build the per-run policy object from a PolicyConfig."""
-    needs_cost = cfg.name == "dsd" or (cfg.budget == "goodput" and cfg.name in ("tetris", "threshold", "oracle"))
-    if needs_cost and step_time is None:
+    if needs_step_time(cfg) and step_time is None:
         raise ValueError(f"policy {cfg.name!r} with budget {cfg.budget!r} needs a step-cost model (step_time)")
     return Policy(cfg=cfg, step_time=step_time)
