@@ -43,8 +43,13 @@ from contract.config import Config, ConfigError, LengthDist
 CHUNK = 65536  # requests per generated chunk (fixed: results never depend on it)
 CHARS_PER_TOKEN = 4.0  # tokenizer-free length estimate for ShareGPT text
 
-# SeedSequence spawn keys of the independent streams
+# Ids of every independent random stream of a run, in one place (the values are part of what a
+# fixed seed reproduces: never renumber). 0-3: SeedSequence spawn keys here and the acceptance
+# hash (STREAM_ACCEPT); 4-7: acceptance_uniforms streams of sim/acceptance.py.
 STREAM_ARRIVAL, STREAM_PROMPT, STREAM_OUTPUT, STREAM_ACCEPT = 0, 1, 2, 3
+STREAM_ATTR = 4  # per-request acceptance attributes (beta alpha, mixture regime)
+STREAM_SEGMENT = 5  # mixture/segment: regime switches along a request
+STREAM_NOISE, STREAM_NOISE2 = 6, 7  # noisy estimates: the two uniforms of a Box-Muller normal
 
 
 @dataclass
