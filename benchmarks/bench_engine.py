@@ -50,7 +50,9 @@ def main() -> int:
                     help="cpu: this process's CPU seconds (use with --threads 1 on a shared machine)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per policy; the median throughput is kept")
     args = ap.parse_args()
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    from engine.clock import make_clock
+
+    clock = make_clock(args.clock)  # the engine's clocks (engine/clock.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     from engine.models import DEFAULT_PAIR, load_pair

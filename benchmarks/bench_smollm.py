@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +82,9 @@ def main() -> int:
     from engine.serve import Workload, run_policy, warmup
     from contract.config import PolicyConfig, load_config
     from contract.workload import iter_requests
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    from engine.clock import make_clock
+
+    clock = make_clock(args.clock)  # the engine's clocks (engine/clock.py)
     print(f"SmolLM2-135M target + distilled draft ({pair.name}, {'EAGLE' if getattr(draft, 'reads_target_features', False) else 'token'}); torch threads {torch.get_num_threads()}; output {args.output_len} "
           f"tokens, greedy; {args.clock} clock; {args.layout} layout; draft {args.draft_dtype}")
     for batch in [int(x) for x in args.batches.split(",")]:
