@@ -141,9 +141,9 @@ def run(args) -> int:
         from contract.outpaths import check_in_file
 
         check_in_file(args.profile, "--profile")
-        from sim.cost import Table
+        from contract.profile_table import ProfileTable
 
-        Table(args.profile, key="--profile")  # a bad table is reported under the user's path, before the run
+        ProfileTable.read(args.profile, key="--profile")  # a bad table is reported under the user's path, before the run
     with atomic_folder(out) as tmp:
         result = _validate(cfg, policies, loads, tmp, args)
     missed, total = goal_counts(result)

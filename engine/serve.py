@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -78,15 +77,9 @@ def step_time_for(cfg: Config, target, draft, wl: Workload):
     from engine.profile import profile, step_time_from_rows
 
     if cfg.cost.model == "table" and cfg.cost.table:
-        from contract.outpaths import check_in_file
+        from contract.profile_table import read_rows
 
-        p = check_in_file(cfg.cost.table, "cost.table: profile table")
-        with open(p, newline="") as fh:
-            try:
-                rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in csv.DictReader(fh)]
-            except ValueError as err:
-                raise ConfigError(f"cost.table: {cfg.cost.table!r}: {err}") from None
-        return step_time_from_rows(rows)
+        return step_time_from_rows(read_rows(cfg.cost.table, "cost.table"))
     b = cfg.server.max_batch
     ctx = int(np.mean([len(p) for p in wl.prompts])) + 1
     top = max(cfg.policy.max_k, cfg.policy.k + cfg.policy.extra) + 1
