@@ -133,6 +133,10 @@ class Replica:
     emitted = property(lambda self: self.I[:, EMIT])
     out_len = property(lambda self: self.I[:, OUT])
 
+    def contexts(self) -> np.ndarray:
+        """[n] int64 context of each running request (prompt + emitted tokens), a new array."""
+        return self.I[:, PROMPT] + self.I[:, EMIT]
+
     def _ar(self, k: int) -> np.ndarray:
         a = self._aranges.get(k)
         if a is None:
