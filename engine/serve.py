@@ -179,10 +179,9 @@ def write_run(out, cfg: Config, results: dict, dump_outputs: str | None = None) 
         (tmp / "summary.json").write_text(summary_json(results))
         (tmp / "config.toml").write_text(to_toml(cfg))
         with open(tmp / "requests.csv", "w") as fh:
-            fh.write("policy,id,arrival_s,first_token_s,finish_s,prompt_len,output_len,replica\n")
+            fh.write(runs.REQUESTS_HEADER)
             for label, r in results.items():
-                fh.writelines(f"{label},{q.id},{q.arrival_s:.6f},{q.first_token_s:.6f},{q.finish_s:.6f},"
-                              f"{q.prompt_len},{q.output_len},0\n" for q in r.result.records)
+                runs.write_request_rows(fh, label, runs.record_columns(r.result.records))
     if cfg.engine.trace_out:
         write_traces(cfg, results)
     if dump_outputs:

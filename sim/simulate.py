@@ -195,7 +195,7 @@ def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_st
                 bar.set_postfix_str(label)
             writer = None
             if requests_file is not None:
-                writer = lambda cols, label=label: _write_rows(requests_file, label, cols)
+                writer = lambda cols, label=label: runs.write_request_rows(requests_file, label, cols)
             done[label] = simulate_policy(cfg, pcfg, label, progress=bar.update if bar is not None else None,
                                           keep_steps=keep_steps, writer=writer)
     finally:
@@ -204,14 +204,8 @@ def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_st
     return done
 
 
-REQUESTS_HEADER = "policy,id,arrival_s,first_token_s,finish_s,prompt_len,output_len,replica\n"
+REQUESTS_HEADER = runs.REQUESTS_HEADER  # contract.runs (shared with engine/serve.py)
 STEPS_HEADER = "policy,replica,step,start_s,step_s,batch,drafts,verified,accepted,emitted,prefill_s\n"
-
-
-def _write_rows(fh, label: str, c: dict) -> None:
-    rows = zip(c["id"].tolist(), c["arrival_s"].tolist(), c["first_token_s"].tolist(), c["finish_s"].tolist(),
-               c["prompt_len"].tolist(), c["output_len"].tolist(), c["replica"].tolist())
-    fh.writelines(f"{label},{i},{a:.6f},{f:.6f},{e:.6f},{p},{o},{r}\n" for i, a, f, e, p, o, r in rows)
 
 
 def run_to_folder(out: str | Path, cfg: Config, only: str | None = None, progress: bool = True,
