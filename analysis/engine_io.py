@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from contract.config import Config, ConfigError
+from contract.config import Config, ConfigError, verify_layout
 from engine.clock import make_clock
 
 
@@ -139,7 +139,8 @@ def _engine(pair: Pair, cfg: Config, pcfg, trace: bool = False, clock=time.perf_
         step_time = _engine_step_time(cfg)
     policy = make_policy(pcfg, step_time)
     return Engine(pair.target, pair.draft, policy, temperature=cfg.engine.temperature,
-                  estimator=cfg.engine.estimator, trace=trace, clock=clock, packed=cfg.engine.verify_layout == "packed")
+                  estimator=cfg.engine.estimator, trace=trace, clock=clock,
+                  packed=verify_layout(cfg, "engine") == "packed")
 
 
 def _engine_step_time(cfg: Config):
@@ -148,7 +149,7 @@ def _engine_step_time(cfg: Config):
         raise ConfigError("policy dsd/goodput in validate needs the profile table (cost.model = 'table')")
     from sim.cost import make_cost  # analysis may use both parts
 
-    cost = make_cost(cfg.cost)
+    cost = make_cost(cfg.cost, verify_layout(cfg, "engine"))  # the engine's pass
     return lambda batch, drafts, verified: cost.step_s(batch, drafts, verified, 256.0)
 
 

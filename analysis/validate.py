@@ -31,7 +31,7 @@ from analysis import calibrate as cal
 from analysis import engine_io as eio
 from analysis.validate_math import GOALS, METRICS, error_table, format_table
 from contract.runs import atomic_folder
-from contract.config import POLICIES, Config, ConfigError, PolicyConfig, load_config, to_toml
+from contract.config import POLICIES, Config, ConfigError, PolicyConfig, load_config, to_toml, with_layout
 
 # The default validation scenario: small enough for a few minutes on 2 CPU cores.
 VALIDATE_BASE = {
@@ -129,7 +129,8 @@ def run(args) -> int:
         raise ConfigError(f"--repeats {args.repeats}: expected >= 1")
     policies = parse_policies(args.policies)
     loads = parse_loads(args.loads)
-    cfg = load_config(args.config, list(args.set or []), base=VALIDATE_BASE)
+    # the engine's verify layout, resolved once: every engine run and simulation below prices the same pass
+    cfg = with_layout(load_config(args.config, list(args.set or []), base=VALIDATE_BASE), "engine")
     if cfg.workload.arrival != "offline":
         raise ConfigError("workload.arrival: validate makes its own arrivals (--loads); leave it 'offline'")
     if cfg.engine.temperature > 0:
@@ -204,8 +205,7 @@ def calibrate_costs(pair, cfg: Config, prof_path: Path, beta: dict, tmp: Path, c
     creqs = eio.build_requests(ccfg, pair.tokenizer, pair.path)
     cwl = cal.write_workload(tmp / "workload_calibration.jsonl", creqs)
     raw = dataclasses.replace(cfg.cost, model="table", table=str(prof_path), overhead_s=0.0, prefill_s=0.0,
-                              prefill_per_token_s=0.0, draft_mode="sequential",
-                              verify_layout=cfg.engine.verify_layout)  # the engine's layout of its verify pass
+                              prefill_per_token_s=0.0, draft_mode="sequential")
     cal_sim = dataclasses.replace(ccfg, cost=raw, acceptance=_beta_acceptance(cfg, beta))
     m_none = cal.at_reference_speed(eio.measure_best(pair, ccfg, _policy(cfg, "none"), creqs, False, repeats, clock))
     m_spec = cal.at_reference_speed(eio.measure_best(pair, ccfg, _policy(cfg, "fixed"), creqs, False, repeats, clock))

@@ -58,7 +58,7 @@ def main() -> int:
     ap.add_argument("--fixed", default="1,2,3,4")
     ap.add_argument("--extras", default="1,2,3")
     ap.add_argument("--layout", choices=("packed", "padded"), default="packed",
-                    help="engine.verify_layout: ragged forwards packed (cost follows real tokens) or right-padded")
+                    help="server.verify_layout: ragged forwards packed (cost follows real tokens) or right-padded")
     ap.add_argument("--draft-dtype", choices=("float32", "bfloat16"), default="float32",
                     help="the draft's dtype (engine.draft_dtype; the engine's default on CPU: float32)")
     ap.add_argument("--pair", type=Path, default=None, help="draft folder (default engine/smollm_pair)")
@@ -93,7 +93,7 @@ def main() -> int:
                                  f"workload.prompt_len.value={args.prompt_len}",
                                  f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}",
                                  "engine.temperature=0.0", "policy.max_k=6",
-                                 f"engine.verify_layout=\"{args.layout}\""])
+                                 f"server.verify_layout=\"{args.layout}\""])
         prompts = heldout_prompts(tok, n, args.prompt_len)
         reqs = [dataclasses.replace(r, prompt_len=len(p)) for r, p in zip(iter_requests(cfg), prompts)]
         wl = Workload(reqs, prompts)

@@ -240,10 +240,11 @@ def mean_length(d: LengthDist) -> float:
     return float(d.max)
 
 
-def size_note(cfg: Config, n_policies: int, tokens_per_s: float, what: str) -> str | None:
+def size_note(cfg: Config, n_policies: int, tokens_per_s: float, what: str, n: int | None = None) -> str | None:
     """'note: ...' when a run is estimated (before it starts) to take over a minute at
-    tokens_per_s output tokens per second, or has prompts beyond any real context; else None."""
-    n = num_requests(cfg)
+    tokens_per_s output tokens per second, or has prompts beyond any real context; else None.
+    n: num_requests(cfg) when the caller has it (a trace file is read to count it)."""
+    n = num_requests(cfg) if n is None else n
     out_tokens = n * mean_length(cfg.workload.output_len)
     prompt = mean_length(cfg.workload.prompt_len)
     secs = n_policies * out_tokens / tokens_per_s

@@ -18,7 +18,7 @@ import torch
 from engine.core import Engine, Seq
 from engine.run import RunResult, run
 from contract import runs
-from contract.config import Config, ConfigError, PolicyConfig, to_toml
+from contract.config import Config, ConfigError, PolicyConfig, to_toml, verify_layout
 from contract.metrics import summarize
 from theory.policy import make_policy
 from contract.trace import write_trace
@@ -93,7 +93,7 @@ def step_time_for(cfg: Config, target, draft, wl: Workload):
 def warmup(target, draft, cfg: Config) -> None:
     """One short untimed run so the first measured policy pays no start-up costs."""
     eng = Engine(target, draft, make_policy(PolicyConfig(name="fixed", k=2)), temperature=cfg.engine.temperature,
-                 packed=cfg.engine.verify_layout == "packed")
+                 packed=verify_layout(cfg, "engine") == "packed")
     run(eng, [Seq(-1 - i, [1, 2, 3, 4], 4, np.random.default_rng(i)) for i in range(2)], max_batch=2)
 
 
@@ -106,7 +106,7 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: W
     e = cfg.engine
     engine = Engine(target, draft, policy, temperature=e.temperature, estimator=e.estimator,
                     trace=bool(e.trace_out), calibration=calibration, clock=clock or make_clock(e.clock),
-                    packed=e.verify_layout == "packed")
+                    packed=verify_layout(cfg, "engine") == "packed")
     timed = cfg.workload.arrival != "offline"
     res = run(engine, make_seqs(cfg, wl), cfg.server.max_batch, timed=timed, progress=progress)
     s = summarize(res.records, res.stats, res.duration_s, cfg.slo)

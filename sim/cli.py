@@ -40,13 +40,13 @@ def _simulate(args) -> int:
     name = Path(args.config).stem if args.config else "default"
     out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
     check_out_dir(out, force=args.force)
-    check(cfg)
-    note = size_warning(cfg, len(variants(cfg, args.policy)))
+    prepared = check(cfg)  # one cost model and one request count for the whole run
+    note = size_warning(cfg, len(variants(cfg, args.policy, prepared.cost)), prepared)
     if note:
         print(note, file=sys.stderr)
     t0 = time.perf_counter()
     results = run_to_folder(out, cfg, only=args.policy, progress=not args.quiet, requests=not args.no_requests,
-                            steps=args.steps)
+                            steps=args.steps, prepared=prepared)
     wall = time.perf_counter() - t0
     if args.json:
         sys.stdout.write(summary_json(results))

@@ -90,6 +90,7 @@ def _forward_s(m: ModelPreset, hw: Hardware, gpus: int, fe: float, be: float, to
 class CostModel:
     cfg: object  # contract.config.CostConfig
     table: ProfileTable | None = None
+    layout: str = "packed"  # the verification pass: "packed" (N + sum L_i tokens) or "padded" (N * (1 + max L_i))
 
     def target_s(self, batch: int, tokens, context: float):
         """Seconds of one target pass; float for a scalar `tokens`, an array for an array."""
@@ -139,9 +140,32 @@ class CostModel:
         draft, target = self.step_parts(batch, drafts, verified, context)
         return draft + target
 
+    # ---- the layout: what the target pass scores for ragged windows (sim, budget sizing, engine alike)
+    def verified_tokens(self, lengths) -> int:
+        """Draft tokens the target pass scores for windows `lengths` [N] (int): sum(L) when packed,
+        N * max(L) when right-padded (0 without drafts)."""
+        lengths = np.asarray(lengths)
+        if not lengths.size:
+            return 0
+        return int(lengths.size * lengths.max()) if self.layout == "padded" else int(lengths.sum())
 
-def make_cost(cfg) -> CostModel:
-    """Validate the [cost] section and build its model (ConfigError names the bad key)."""
+    def window_parts(self, batch: int, drafts: int, lengths, context: float):
+        """step_parts of one decode step with windows `lengths` [batch], priced in this model's layout."""
+        return self.step_parts(batch, drafts, self.verified_tokens(lengths), context)
+
+    def window_step_s(self, batch: int, drafts: int, lengths, context: float) -> float:
+        """Seconds of one decode step with windows `lengths` [batch] in this model's layout (a
+        layout-aware step time for budget sizing: step_s sees only the total)."""
+        draft, target = self.window_parts(batch, drafts, lengths, context)
+        return float(draft + target)
+
+
+def make_cost(cfg, layout: str | None = None) -> CostModel:
+    """Validate the [cost] section and build its model (ConfigError names the bad key).
+
+    layout: the verification pass ("packed" / "padded"), as contract.config.verify_layout(config,
+    side) resolves it; None: the section's deprecated cost.verify_layout, else "packed".
+    """
     if cfg.model == "roofline":
         if cfg.hardware not in HARDWARE:
             raise ConfigError(f"cost.hardware: {cfg.hardware!r} is not one of {', '.join(map(repr, HARDWARE))}")
@@ -149,7 +173,7 @@ def make_cost(cfg) -> CostModel:
             if getattr(cfg, key) not in MODELS:
                 raise ConfigError(f"cost.{key}: {getattr(cfg, key)!r} is not one of {', '.join(map(repr, MODELS))}")
     table = ProfileTable.read(cfg.table) if cfg.model == "table" else None
-    model = CostModel(cfg, table)
+    model = CostModel(cfg, table, layout or getattr(cfg, "verify_layout", "") or "packed")
     probe = model.step_s(1, 1, 1, 1.0)
     if not math.isfinite(float(np.max(probe))):
         raise ConfigError(f"cost.model: {cfg.model!r} gives a non-finite step time")

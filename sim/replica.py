@@ -110,7 +110,6 @@ class Replica:
                  sink: RecordSink, on_finish=None, on_step=None):
         self.env, self.index, self.queue = env, index, queue
         self.policy, self.cost, self.acc = policy, cost, acceptance
-        self.padded = cost.cfg.verify_layout == "padded"  # target pass pays N * (1 + max window)
         self.max_batch = max_batch
         self.on_finish = on_finish  # callable(count) after requests retire (progress)
         self.on_step = on_step  # callable(replica, dict) per step (tests, steps.csv)
@@ -241,14 +240,10 @@ class Replica:
                     lengths = policy.allocate(est, np.where(valid, passed, np.nan) if oracle else None)
                     ok = passed & (self._ar(k) < lengths[:, None])
                     accepted = np.where(ok.all(axis=1), k, ok.argmin(axis=1)).astype(np.int64)
-                verified = int(lengths.sum())
             else:
                 truth = est = passed = None
                 lengths = accepted = np.zeros(n, np.int64)
-                verified = 0
-            if self.padded and verified:  # a right-padded pass: every request pays the longest window
-                verified = n * int(lengths.max())
-            draft_s, target_s = cost.step_parts(n, k, verified, self.context)
+            draft_s, target_s = cost.window_parts(n, k, lengths, self.context)  # in the cost model's layout
             dt = prefill + draft_s + target_s
             emitted = accepted + 1
             if self.on_step is not None:
