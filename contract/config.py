@@ -17,6 +17,7 @@ from typing import Any
 
 from contract.errors import ConfigError  # noqa: F401  (re-exported: contract.config.ConfigError)
 from contract.outpaths import read_text
+from theory.layout import LAYOUTS  # the verify layouts: packed, padded
 
 
 def _f(default, *, choices=None, min=None, max=None, doc=""):
@@ -100,7 +101,6 @@ class CostConfig:
     table: str = _f("", doc="table: profile CSV written by `tetris profile`")
 
 
-LAYOUTS = ("packed", "padded")
 LAYOUT_DEFAULT = {"sim": "packed", "engine": "padded"}  # server.verify_layout = "auto", per side
 LAYOUT_ALIASES = {"sim": ("cost", "verify_layout"), "engine": ("engine", "verify_layout")}  # deprecated keys
 

@@ -83,7 +83,7 @@ def step_time_for(cfg: Config, target, draft, wl: Workload):
     b = cfg.server.max_batch
     ctx = int(np.mean([len(p) for p in wl.prompts])) + 1
     top = max(cfg.policy.max_k, cfg.policy.k + cfg.policy.extra) + 1
-    from engine.run import make_clock
+    from engine.clock import make_clock
 
     rows = profile(target, draft, sorted({1, b}), sorted({1, (top + 1) // 2, top}), [ctx], repeats=2,
                    clock=make_clock(cfg.engine.clock))
@@ -100,7 +100,7 @@ def warmup(target, draft, cfg: Config) -> None:
 def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: Workload, step_time=None,
                progress=None, calibration: bool = False, clock=None) -> PolicyRun:
     """One policy over the workload. clock: seconds callable (default wall clock)."""
-    from engine.run import make_clock
+    from engine.clock import make_clock
 
     policy = make_policy(pcfg, step_time)
     e = cfg.engine

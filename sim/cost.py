@@ -42,6 +42,7 @@ import numpy as np
 
 from contract.config import ConfigError
 from contract.profile_table import COLUMNS, ProfileTable
+from theory.layout import verified_tokens
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,8 @@ class CostModel:
     # ---- the layout: what the target pass scores for ragged windows (sim, budget sizing, engine alike)
     def verified_tokens(self, lengths) -> int:
         """Draft tokens the target pass scores for windows `lengths` [N] (int): sum(L) when packed,
-        N * max(L) when right-padded (0 without drafts)."""
-        lengths = np.asarray(lengths)
-        if not lengths.size:
-            return 0
-        return int(lengths.size * lengths.max()) if self.layout == "padded" else int(lengths.sum())
+        N * max(L) when right-padded (theory.layout.verified_tokens, in this model's layout)."""
+        return verified_tokens(lengths, self.layout)
 
     def window_parts(self, batch: int, drafts: int, lengths, context: float):
         """step_parts of one decode step with windows `lengths` [batch], priced in this model's layout."""
