@@ -11,7 +11,7 @@ import signal
 import sys
 
 # module path -> provides `add_commands(subparsers)`
-_PARTS = ("contract.cli", "sim.cli", "engine.cli", "engine.smollm.cli", "analysis.cli")
+_PARTS = ("contract.cli", "sim.cli", "engine.cli", "engine.lossless_cli", "engine.smollm.cli", "analysis.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

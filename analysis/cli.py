@@ -54,8 +54,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("report", help="Markdown report with PNG plots from run folders")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders written by simulate / engine / validate")
-    p.add_argument("--out", default="runs/report", metavar="DIR", help="output folder (default runs/report); must be "
-                   "new, or a previous run folder with --force")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<timestamp>-report); "
+                   "must be new, or a previous run folder with --force")
     p.add_argument("--force", action="store_true", help="replace --out if it is a previous run folder of this tool")
     p.add_argument("--trace", default="", metavar="FILE", help="engine acceptance trace (JSONL) for the acceptance plot")
     p.add_argument("--board-config", default=None, metavar="FILE",
@@ -81,7 +81,7 @@ def add_commands(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="engine runs per point; the fastest (shortest-duration) one counts (default 3)")
     p.add_argument("--json", action="store_true", help='print {"policies": {name: {"measured": .., "simulated": ..}}}')
     p.add_argument("--strict", action="store_true", help="exit 1 when any accuracy goal is missed (for CI)")
-    p.add_argument("--out", default="runs/validate", metavar="DIR", help="output folder (default runs/validate); must "
-                   "be new, or a previous run folder with --force")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<timestamp>-validate); "
+                   "must be new, or a previous run folder with --force")
     p.add_argument("--force", action="store_true", help="replace --out if it is a previous run folder of this tool")
     p.set_defaults(func=_validate)

@@ -458,9 +458,9 @@ def validate_table(run) -> list[str]:
 
 
 def run(args) -> int:
-    from contract.outpaths import check_out_dir
+    from contract.outpaths import check_out_dir, default_run_folder
 
-    out = check_out_dir(args.out, force=getattr(args, "force", False), inputs=args.runs)
+    out = check_out_dir(args.out or default_run_folder("report"), force=getattr(args, "force", False), inputs=args.runs)
     board_cfg = _board_config(args.board_config) if getattr(args, "board_config", None) else None
     runs = [load_run(p) for p in args.runs]
     with atomic_folder(out) as tmp:

@@ -135,9 +135,9 @@ def run(args) -> int:
         raise ConfigError("workload.arrival: validate makes its own arrivals (--loads); leave it 'offline'")
     if cfg.engine.temperature > 0:
         print("note: temperature > 0: outputs differ between runs, so the trace replay is approximate", file=sys.stderr)
-    from contract.outpaths import check_out_dir
+    from contract.outpaths import check_out_dir, default_run_folder
 
-    out = check_out_dir(args.out, force=getattr(args, "force", False))
+    out = check_out_dir(args.out or default_run_folder("validate"), force=getattr(args, "force", False))
     if args.profile:
         from contract.outpaths import check_in_file
 

@@ -24,6 +24,13 @@ RUN_SUFFIXES = (".json", ".jsonl", ".csv", ".md", ".toml", ".png")  # files this
 RUN_DIRS = ("points",)  # folders this tool writes in a run folder (the plan's sweep cache)
 
 
+def default_run_folder(name: str) -> Path:
+    """Where a run goes when --out is not given: runs/<YYYYmmdd-HHMMSS>-<name> (a new folder each time)."""
+    import time
+
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+
+
 def is_run_folder(path: Path) -> bool:
     """True if `path` is a folder this tool wrote: marker present, or (older runs) only run-file kinds."""
     path = Path(path)

@@ -74,11 +74,11 @@ def comparison_table(results: dict) -> str:
 
 def _engine(args) -> int:
     from engine.serve import run_config, summary_json, write_run
-    from contract.outpaths import check_out_dir, check_out_file
+    from contract.outpaths import check_out_dir, check_out_file, default_run_folder
 
     cfg = _load(args)
     name = Path(args.config).stem if args.config else "default"
-    out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-engine-{name}"
+    out = Path(args.out) if args.out else default_run_folder(f"engine-{name}")
     check_out_dir(out, force=args.force)  # every output is checked before the (long) run
     if args.dump_outputs:
         check_out_file(args.dump_outputs, "--dump-outputs")

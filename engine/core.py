@@ -33,6 +33,7 @@ class Seq:
     output_len: int  # tokens to generate
     rng: np.random.Generator  # this request's uniforms (same stream under every policy)
     arrival_s: float = 0.0  # seconds (run clock)
+    draw_key: np.uint64 | None = None  # counter key of this request's uniforms (see draws)
     out: list[int] = field(default_factory=list)  # generated token ids
     pending_draft: list[int] = field(default_factory=list)  # emitted, not yet fed to the draft
     pending_feat: torch.Tensor | None = None  # [len(pending_draft), H] float32 target features (EAGLE draft)
@@ -42,6 +43,36 @@ class Seq:
     @property
     def done(self) -> bool:
         return len(self.out) >= self.output_len
+
+    @property
+    def key(self) -> np.uint64:
+        """This request's counter key, drawn once from its own stream self.rng."""
+        if self.draw_key is None:
+            self.draw_key = np.uint64(self.rng.integers(0, 2**63))
+        return self.draw_key
+
+
+_DEPTH, _KINDS = 1 << 20, 4  # counter = index * 2^20 + depth * 4 + kind
+
+
+def draws(seqs: list[Seq], k: int, kind: int) -> np.ndarray:
+    """U(0,1) [N, K] per (request, output token index, depth in the step, kind).
+
+    Row i, column j: token index len(out) + j at depth j of this step; kind 0 = draft
+    sample, 1 = its accept test, 2 = a target sample (prefill, bonus, correction).
+    Stateless (counter-based on the request's key), so two policies whose steps start
+    at the same index draw the same uniforms there, and no uniform is ever reused:
+    a step starting at s touches (s + j, j), a later step s' > s never the same pair.
+    """
+    from contract.workload import acceptance_uniforms
+
+    if not seqs:
+        return np.zeros((0, k))
+    keys = np.array([s.key for s in seqs], dtype=np.uint64)[:, None]
+    start = np.array([len(s.out) for s in seqs], dtype=np.uint64)[:, None]
+    j = np.arange(k, dtype=np.uint64)[None, :]
+    counter = (start + j) * np.uint64(_DEPTH) + j * np.uint64(_KINDS) + np.uint64(kind)
+    return acceptance_uniforms(0, 0, counter, key=keys)
 
 
 @dataclass
@@ -60,13 +91,14 @@ class StepOut:
 class Engine:
     def __init__(self, target, draft, policy, *, temperature: float = 0.0, estimator: str = "auto",
                  trace: bool = False, accept_all: bool = False, clock=time.perf_counter,
-                 calibration: bool = False, packed: bool = False):
+                 calibration: bool = False, packed: bool = False, p_temperature: float | None = None):
         self.target, self.draft, self.policy = target, draft, policy
         self.temperature = float(temperature)
         self.estimator = est.resolve(estimator, self.temperature)
         self.calibrated = est.Calibrated()
         self.trace = trace or calibration  # verify all K drafts
         self.accept_all = accept_all  # negative control only
+        self.p_temperature = p_temperature  # negative control only: acceptance rule's p at another temperature
         self.clock = clock
         self.packed = packed  # ragged forwards cost their real tokens (engine.models.forward)
         self.device = model_device(target)
@@ -102,7 +134,7 @@ class Engine:
         prompts = [s.prompt for s in new]
         out = self._fwd(self.target, kvm.empty(len(new), self.device), prompts, last_only=True, hidden=self.eagle)
         logits, tkv = out[:2]
-        u = torch.tensor([s.rng.random() for s in new], device=self.device)
+        u = torch.as_tensor(draws(new, 1, 2)[:, 0] if self.temperature > 0 else np.zeros(len(new)), device=self.device)
         first = next_token(logits, self.temperature, u).tolist()
         if self.use_draft:
             feats = None
@@ -180,10 +212,10 @@ class Engine:
     def step(self) -> StepOut:
         n = len(self.seqs)
         k = self.policy.num_drafts(n) if self.use_draft else 0
-        if self.temperature > 0:  # [N, 2K+1] uniforms: draft samples, accept tests, final token
-            u = np.stack([s.rng.random(2 * k + 1) for s in self.seqs])
+        if self.temperature > 0:  # per (request, token index): drafts, accept tests, final tokens at t..t+K
+            u = np.concatenate([draws(self.seqs, k, 0), draws(self.seqs, k, 1), draws(self.seqs, k + 1, 2)], axis=1)
         else:  # greedy needs no randomness
-            u = np.zeros((n, 2 * k + 1))
+            u = np.zeros((n, 3 * k + 1))
         t0 = self.clock()
         estimates = None
         if k > 0:
@@ -221,13 +253,14 @@ class Engine:
                                  self.temperature, torch.zeros(n, k), torch.zeros(n))
             ts = self.clock()
             truth_np = truth.double().cpu().numpy()
-            truth_np = np.where(np.arange(truth_np.shape[1])[None, :] < window[:, None], truth_np, np.nan)
+            truth_np = np.where(np.isnan(estimates), np.nan, truth_np)  # as the estimates: nothing past the end
             lengths = self.policy.allocate(estimates, truth=truth_np if self.policy.cfg.name == "oracle" else None)
             extra_select = self.clock() - ts
         len_t = torch.as_tensor(lengths, dtype=torch.long, device=self.device)
         u_acc = torch.as_tensor(u[:, k:2 * k] if k else np.zeros((n, 0)), device=self.device)
-        u_fin = torch.as_tensor(u[:, 2 * k], device=self.device)
-        accepted, new, truth = verify(logits, drafts, q, len_t, self.temperature, u_acc, u_fin, self.accept_all)
+        u_fin = torch.as_tensor(u[:, 2 * k:], device=self.device)  # [N, K+1]: the final token lands at t + accepted
+        accepted, new, truth = verify(logits, drafts, q, len_t, self.temperature, u_acc, u_fin, self.accept_all,
+                                      p_temperature=self.p_temperature)
         self._sync()
         t3 = self.clock()
         # ---- bookkeeping: keep only accepted tokens in both KV states

@@ -15,11 +15,24 @@ def probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def sample(p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw from p [..., V] with uniforms u [...]: int64 [...]."""
-    cdf = torch.cumsum(p, dim=-1)
-    cdf = cdf / cdf[..., -1:].clamp_min(1e-30)
-    idx = torch.searchsorted(cdf, u[..., None].to(cdf.dtype), right=True)[..., 0]
-    return idx.clamp_max(p.shape[-1] - 1)
+    """Inverse-CDF draw from p [..., V] with uniforms u [...] in [0, 1): int64 [...].
+
+    float64 throughout (p's float32 values are exact in float64; the cumulative sum's
+    rounding is below V * 2^-53 ~ 5e-12 of the mass at V = 49,152). Guards: the draw
+    is the first token whose CDF exceeds u * total, so a token with p = 0 is never
+    returned; if u * total rounds up to the total, the last token with p > 0 is.
+    """
+    p64 = p.double()
+    cdf = torch.cumsum(p64, dim=-1)
+    total = cdf[..., -1:]
+    x = u[..., None].to(torch.float64) * total
+    idx = torch.searchsorted(cdf, x, right=True)[..., 0]
+    v = p.shape[-1]
+    over = idx >= v
+    if bool(over.any()):  # u * total rounded up to the total (~1e-16 per draw): the last token with p > 0
+        last = v - 1 - torch.flip(p64 > 0, dims=[-1]).to(torch.int8).argmax(dim=-1)
+        idx = torch.where(over, last, idx)
+    return idx
 
 
 def next_token(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
@@ -36,12 +49,13 @@ def verify(
     lengths: torch.Tensor,  # [B] int64 windows L_b <= T-1 the acceptance may use
     temperature: float,
     u_accept: torch.Tensor,  # [B, K] uniforms for the accept tests
-    u_final: torch.Tensor,  # [B] uniform for the correction / bonus token
+    u_final: torch.Tensor,  # [B] or [B, T] uniforms for the correction / bonus token ([b, a]: after a accepted)
     accept_all: bool = False,  # negative control: accept every verified draft (NOT lossless)
+    p_temperature: float | None = None,  # negative control: the acceptance rule's p at another temperature
 ):
     """The speculative acceptance rule over a ragged batch.
 
-    Returns (accepted [B] int64, new_token [B] int64, truth [B, T-1] float32):
+    Returns (accepted [B] int64, new_token [B] int64, truth [B, T-1] float32 greedy / float64 sampling):
     truth[b, j] is the conditional acceptance of draft j+1 given drafts 1..j
     (greedy: 1.0 on argmax match; sampling: min(1, p/q)), for every verified position.
     """
@@ -54,14 +68,14 @@ def verify(
         truth = (d == top[:, :w]).float()
         passed = truth > 0.5
     else:
-        p = probs(target_logits, temperature)  # [B, T, V]
+        p = probs(target_logits, temperature if p_temperature is None else p_temperature).double()  # [B, T, V]
         if w:
             pd = p[:, :w].gather(-1, d[..., None])[..., 0]
-            qd = q[:, :w].gather(-1, d[..., None])[..., 0]
-            truth = torch.clamp(pd / qd.clamp_min(1e-30), max=1.0)
+            qd = q[:, :w].gather(-1, d[..., None])[..., 0].double()
+            truth = torch.clamp(pd / qd.clamp_min(1e-300), max=1.0)  # float64: the ratio is exact to rounding
         else:
             truth = p.new_zeros(b, 0)
-        passed = u_accept[:, :w].to(truth.dtype) < truth
+        passed = u_accept[:, :w].to(torch.float64) < truth
     if accept_all:
         passed = torch.ones_like(passed)
     in_window = pos[None, :] < lengths[:, None]
@@ -73,10 +87,11 @@ def verify(
         p_at = p[rows, accepted]  # [B, V] target distribution where the run stopped
         rejected = accepted < lengths
         if w:
-            q_at = q[rows, accepted.clamp_max(max(w - 1, 0))]
+            q_at = q[rows, accepted.clamp_max(max(w - 1, 0))].double()
             resid = torch.clamp(p_at - q_at, min=0.0)
             ok = resid.sum(-1, keepdim=True) > 0
             resid = torch.where(ok, resid, p_at)
             p_at = torch.where(rejected[:, None], resid, p_at)
-        new = sample(p_at, u_final)
+        u_at = u_final[rows, accepted] if u_final.dim() == 2 else u_final
+        new = sample(p_at, u_at)
     return accepted, new, truth

@@ -32,13 +32,13 @@ def _simulate(args) -> int:
     import tomllib
 
     from contract.config import load_config
-    from contract.outpaths import check_out_dir
+    from contract.outpaths import check_out_dir, default_run_folder
     from sim.simulate import check, comparison_table, run_to_folder, size_warning, summary_json, variants
 
     base = None if args.config else tomllib.loads(DEFAULT_SCENARIO.read_text())
     cfg = load_config(args.config, args.overrides, base=base)
     name = Path(args.config).stem if args.config else "default"
-    out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    out = Path(args.out) if args.out else default_run_folder(name)
     check_out_dir(out, force=args.force)
     prepared = check(cfg)  # one cost model and one request count for the whole run
     note = size_warning(cfg, len(variants(cfg, args.policy, prepared.cost)), prepared)

@@ -122,3 +122,17 @@ def test_report_pair_acceptance_from_a_trace(tmp_path):
     assert "Acceptance distribution of the pair" in md and (out / "pair.png").stat().st_size > 1000
     first = np.mean([r.matches[0] for r in recs])
     assert f"mean acceptance of the first draft {first:.3f}" in md
+
+
+def test_report_without_out_writes_a_new_folder_each_time(tmp_path, monkeypatch):
+    """No --out: runs/<timestamp>-report, never an existing folder (a rerun needs no --force)."""
+    import tetris_cli
+    from contract import outpaths
+
+    run = _run_folder(tmp_path / "run1")
+    monkeypatch.chdir(tmp_path)
+    stamps = iter(["20260101-000000", "20260101-000001"])
+    monkeypatch.setattr(outpaths, "default_run_folder", lambda name: outpaths.Path("runs") / f"{next(stamps)}-{name}")
+    assert tetris_cli.main(["report", str(run)]) == 0
+    assert tetris_cli.main(["report", str(run)]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["20260101-000000-report", "20260101-000001-report"]

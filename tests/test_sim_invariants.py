@@ -127,3 +127,26 @@ def test_common_random_numbers_across_policies():
 
 def summary_json_like(r):
     return {k: v for k, v in r.summary.items()}
+
+
+def test_common_random_numbers_policies_that_really_differ():
+    """fixed k=2 and TETRIS k=2 extra=2 verify different windows, yet wherever both test the draft
+    at the same (request, output position) the outcome is the same draw: pass/fail agree."""
+    base = {"seed": 11, "workload": {"num_requests": 40, "output_len": {"dist": "uniform", "low": 5, "high": 60}},
+            "acceptance": {"model": "beta"}, "server": {"max_batch": 8}}
+    seen = {}
+    for name, pol in (("fixed", {"name": "fixed", "k": 2}), ("tetris", {"name": "tetris", "k": 2, "extra": 2})):
+        cfg = load_config(base=base | {"policy": pol})
+        tested = {}
+
+        def hook(rep, info, tested=tested):
+            for row, (rid, pos) in enumerate(zip(info["ids"], info["pos"])):
+                for j in range(int(info["lengths"][row])):
+                    tested[(int(rid), int(pos) + j)] = bool(info["passed"][row, j])
+        r = simulate_policy(cfg, cfg.policy, on_step=hook)
+        seen[name] = (tested, r.summary)
+    (a, sa), (b, sb) = seen["fixed"], seen["tetris"]
+    common = set(a) & set(b)
+    assert len(common) > 200 and len(set(b) - set(a)) > 50  # overlap, and TETRIS tests positions fixed never does
+    assert all(a[key] == b[key] for key in common)
+    assert sa["acceptance_length"] != sb["acceptance_length"]

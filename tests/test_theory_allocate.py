@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from theory.allocate import exact_gain
 from theory import (
     accepted_length_variance,
     cumulative_scores,
@@ -52,6 +53,13 @@ def reference_tetris(accept: np.ndarray, capacity: int) -> np.ndarray:
     return lengths
 
 
+def brute_optimum_exact(accept: np.ndarray, capacity: int) -> int:
+    """max exact gain (units of 2^-1074) over every allocation (small instances only)."""
+    valid = valid_lengths(accept)
+    return max(exact_gain(accept, np.array(ls, dtype=np.int64))
+               for ls in itertools.product(*[range(v + 1) for v in valid]) if sum(ls) <= capacity)
+
+
 def brute_optimum(accept: np.ndarray, capacity: int) -> float:
     """max expected tokens over every allocation (small instances only)."""
     valid = valid_lengths(accept)
@@ -66,16 +74,16 @@ def brute_optimum(accept: np.ndarray, capacity: int) -> float:
 @given(accept_matrices(), st.integers(0, 40))
 def test_tetris_matches_dp_optimum(accept, capacity):
     t, o = tetris_allocate(accept, capacity), optimal_allocate(accept, capacity)
-    assert expected_tokens(accept, t) == pytest.approx(expected_tokens(accept, o), abs=1e-9)
+    assert exact_gain(accept, t) == exact_gain(accept, o)  # exact: both are optimal
     assert o.sum() <= capacity
 
 
 @SETTINGS
 @given(accept_matrices(max_n=3, max_k=3), st.integers(0, 10))
 def test_dp_matches_brute_force(accept, capacity):
-    best = brute_optimum(accept, capacity)
-    assert expected_tokens(accept, optimal_allocate(accept, capacity)) == pytest.approx(best, abs=1e-9)
-    assert expected_tokens(accept, tetris_allocate(accept, capacity)) == pytest.approx(best, abs=1e-9)
+    best = brute_optimum_exact(accept, capacity)
+    assert exact_gain(accept, optimal_allocate(accept, capacity)) == best
+    assert exact_gain(accept, tetris_allocate(accept, capacity)) == best
 
 
 @SETTINGS
@@ -146,8 +154,7 @@ def test_edges_zero_and_full_capacity(accept, extra):
 def test_threshold_never_beats_optimum(accept, capacity, tau):
     lengths = threshold_allocate(accept, tau, capacity)
     assert lengths.sum() <= capacity and np.all(lengths <= valid_lengths(accept))
-    best = expected_tokens(accept, optimal_allocate(accept, capacity))
-    assert expected_tokens(accept, lengths) <= best + 1e-9
+    assert exact_gain(accept, lengths) <= exact_gain(accept, optimal_allocate(accept, capacity))
     uncut = threshold_allocate(accept, tau)
     assert np.all(lengths <= uncut)
 
@@ -260,3 +267,26 @@ def test_tetris_large_batches_match_reference(seed):
         accept[rng.random((n, k)) < 0.1] = np.nan
     for capacity in (0, 1, n, 3 * n, n * k - 1, n * k, n * k + 5):
         np.testing.assert_array_equal(tetris_allocate(accept, capacity), reference_tetris(accept, capacity))
+
+
+# adversarial values: zeros of both signs, the smallest subnormal, tiny and huge-ratio scores, ties
+ADVERSARIAL = np.array([0.0, -0.0, 5e-324, 1e-300, 1e-200, 1e-13, 1e-12, 0.5, 0.5, 1.0, np.nan])
+
+
+def test_dp_is_never_beaten_by_tetris_adversarial():
+    """20,000 instances from ADVERSARIAL (NaN holes, subnormals, ties): the DP's gain, compared as an
+    exact integer, is never below TETRIS's (which is optimal, so they are equal) nor the brute force's.
+    Failed on 860bc70 (absolute 1e-12 tolerance): optimal_allocate([[1e-13]], 1) gave [0]."""
+    assert optimal_allocate([[1e-13]], 1).tolist() == [1]
+    rng = np.random.default_rng(10)
+    for _ in range(20_000):
+        n, k = rng.integers(1, 4), rng.integers(1, 4)
+        a = rng.choice(ADVERSARIAL, size=(n, k))
+        cap = int(rng.integers(0, n * k + 1))
+        t, o = tetris_allocate(a, cap), optimal_allocate(a, cap)
+        assert exact_gain(a, o) >= exact_gain(a, t), (a.tolist(), cap)
+        assert o.sum() <= cap
+    for _ in range(500):  # small enough for brute force
+        n, k = rng.integers(1, 3), rng.integers(1, 4)
+        a, cap = rng.choice(ADVERSARIAL, size=(n, k)), int(rng.integers(0, 5))
+        assert exact_gain(a, optimal_allocate(a, cap)) == brute_optimum_exact(a, cap)

@@ -170,40 +170,64 @@ def threshold_allocate(accept: np.ndarray, tau: float, capacity: int | None = No
     return _lengths_from_mask(_top_c_by_rank(np.where(keep, scores, -1.0), capacity))
 
 
+_EXACT_SHIFT = 1074  # every float64 >= 0 is an integer multiple of 2^-1074
+
+
+def exact_units(x: float) -> int:
+    """x >= 0 (float64) as the exact integer x * 2^1074 (sums of these are exact)."""
+    num, den = float(x).as_integer_ratio()
+    return num * ((1 << _EXACT_SHIFT) // den)
+
+
 def optimal_allocate(accept: np.ndarray, capacity: int) -> np.ndarray:
     """Exact per-step optimum by dynamic programming over requests (a knapsack).
 
     max sum_i sum_{j<=L_i} P_ij  s.t.  sum_i L_i <= capacity, 0 <= L_i <= valid_i.
-    Does not rely on the greedy exchange argument; O(N * C * K). Among optimal
-    allocations it returns one with the fewest verified tokens (ties: shorter
-    windows for earlier requests).
+    Does not rely on the greedy exchange argument; O(N * C * K). EXACT: the scores
+    P_ij (float64, as cumulative_scores gives them) are summed and compared as exact
+    integers in units of 2^-1074, so no gain is too small to count (1e-13, subnormals)
+    and no rounding decides a tie. Among optimal allocations it returns one with the
+    fewest verified tokens (ties: shorter windows for later requests).
     """
     scores = cumulative_scores(accept)
     capacity = _check_capacity(capacity)
     n, k = scores.shape
     valid = valid_lengths(accept)
     cap = min(capacity, int(valid.sum()))
-    gains = np.hstack([np.zeros((n, 1)), np.cumsum(np.where(scores >= 0, scores, 0.0), axis=1)])
-    # best[c] = best value of requests so far using exactly c tokens (-inf: unreachable)
-    best = np.full(cap + 1, -np.inf)
-    best[0] = 0.0
+    gains = np.zeros((n, k + 1), dtype=object)  # exact integers: gains[i, L] = sum_{j<L} P_ij
+    for i in range(n):
+        total = 0
+        for j in range(int(valid[i])):
+            total += exact_units(max(scores[i, j], 0.0))  # -0.0 counts as 0
+            gains[i, j + 1] = total
+    unreachable = -(1 << 4000)  # below any reachable sum, stays so after adding gains
+    # best[c] = best value of requests so far using exactly c tokens
+    best = np.full(cap + 1, unreachable, dtype=object)
+    best[0] = 0
     choice = np.zeros((n, cap + 1), dtype=np.int64)
     for i in range(n):
         new = best.copy()  # L_i = 0
         arg = np.zeros(cap + 1, dtype=np.int64)
         for length in range(1, min(int(valid[i]), cap) + 1):
-            cand = np.full(cap + 1, -np.inf)
+            cand = np.full(cap + 1, unreachable, dtype=object)
             cand[length:] = best[: cap + 1 - length] + gains[i, length]
-            better = cand > new + 1e-12
+            better = np.asarray(cand > new, dtype=bool)  # strict: a tie keeps the shorter window
             new = np.where(better, cand, new)
             arg = np.where(better, length, arg)
         best, choice[i] = new, arg
-    c = int(np.argmax(best >= best.max() - 1e-12))  # fewest tokens among optima
+    top = max(best.tolist())
+    c = next(i for i, v in enumerate(best.tolist()) if v == top)  # fewest tokens among optima
     lengths = np.zeros(n, dtype=np.int64)
     for i in range(n - 1, -1, -1):
         lengths[i] = choice[i, c]
         c -= lengths[i]
     return lengths
+
+
+def exact_gain(accept: np.ndarray, lengths: np.ndarray) -> int:
+    """sum_i sum_{j<L_i} P_ij as an exact integer in units of 2^-1074 (for exact comparisons)."""
+    scores = cumulative_scores(accept)
+    return sum(exact_units(max(scores[i, j], 0.0)) for i in range(scores.shape[0]) for j in range(int(lengths[i])))
 
 
 def expected_tokens(accept: np.ndarray, lengths: np.ndarray) -> float:

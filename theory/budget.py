@@ -38,8 +38,56 @@ def best_gain_by_capacity(accept: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(ranked)])
 
 
+def ranked_scores(accept: np.ndarray) -> np.ndarray:
+    """Valid cumulative scores in TETRIS's rank order (high to low; ties: shallower, then lower index)."""
+    scores = cumulative_scores(accept)
+    flat = scores.T.reshape(-1)  # position-major: flat index j*N + i is the tie order
+    order = np.argsort(-flat, kind="stable")
+    ranked = flat[order]
+    return ranked[ranked >= 0.0]
+
+
 def goodput_capacity(accept: np.ndarray, step_time: StepTime, drafts: int | None = None) -> int:
-    """The budget C maximising expected tokens per second: (N + gain[C]) / step_time(N, K, C)."""
+    """The goodput budget as a STOPPING RULE along the ranked order (lossless at T > 0).
+
+    Slots are taken one at a time in TETRIS's rank order (high score first). Before slot
+    r+1 (score s) is added, with r slots taken at rate(r) = (N + gain[r]) / step_time(N, K, r):
+    it is added iff some run of m >= 1 slots each as good as s could raise the rate,
+    max_m (N + gain[r] + m s) / step_time(N, K, r + m) > rate(r); C is the first r where
+    not. The decision on slot r+1 reads only slots 1..r+1 and the step time, none of
+    which depend on the slot's own draft d_ij (deeper scores of request i rank after
+    it; proof in docs/engine.md). Affine step time: the same as "add while the next slot
+    pays", and as the global argmax over all scores (gain is concave); the look-ahead
+    over m lets it pass a fixed cost (a jump at C > 0, a concave curve) as the argmax would.
+    """
+    accept = np.asarray(accept, dtype=np.float64)
+    n, k = accept.shape
+    ranked = ranked_scores(accept)
+    gain = np.concatenate([[0.0], np.cumsum(ranked)])
+    m_all = ranked.size
+    caps = np.arange(m_all + 1)
+    seconds = np.asarray(step_time(n, k if drafts is None else drafts, caps), dtype=np.float64)
+    seconds = np.broadcast_to(seconds, caps.shape)
+    if np.any(seconds <= 0):
+        raise ValueError("step_time must be positive")
+    if m_all == 0:
+        return 0
+    rate = (n + gain) / seconds
+    r = np.arange(m_all)[:, None]  # slots taken so far
+    m = np.arange(1, m_all + 1)[None, :]  # a run of m more slots, each scored like slot r+1
+    end = r + m
+    ok = end <= m_all
+    hope = np.where(ok, (n + gain[r] + m * ranked[r]) / seconds[np.minimum(end, m_all)], -np.inf).max(axis=1)
+    stops = np.flatnonzero(hope <= rate[:-1])
+    return int(stops[0]) if stops.size else int(m_all)
+
+
+def goodput_capacity_all_scores(accept: np.ndarray, step_time: StepTime, drafts: int | None = None) -> int:
+    """NOT LOSSLESS at T > 0; test-only negative control (the rule before issue 10).
+
+    The global argmax of (N + gain[C]) / step_time over ALL the scores: the budget then
+    depends on scores deeper than position j, which depend on the sampled d_j.
+    """
     accept = np.asarray(accept, dtype=np.float64)
     n, k = accept.shape
     gain = best_gain_by_capacity(accept)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory.allocate import fixed_allocate, no_speculation, tetris_allocate, threshold_allocate
-from theory.budget import StepTime, fixed_capacity, goodput_capacity, goodput_uniform_k
+from theory.budget import StepTime, fixed_capacity, goodput_capacity, goodput_capacity_all_scores, goodput_uniform_k
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Policy:
     alpha_ema: float = 0.7  # dsd: running estimate of per-position acceptance
     dsd_k: int = -1  # dsd: current batch-wide window (-1: not chosen yet)
     steps: int = 0  # steps observed so far
+    all_scores_budget: bool = False  # NEGATIVE CONTROL only: the old goodput sizing (not lossless at T > 0)
 
     @property
     def name(self) -> str:
@@ -60,7 +61,8 @@ class Policy:
         if self.cfg.budget == "unbounded":
             return n * k
         if self.cfg.budget == "goodput":
-            return goodput_capacity(estimates, self.step_time, drafts=k)
+            size = goodput_capacity_all_scores if self.all_scores_budget else goodput_capacity
+            return size(estimates, self.step_time, drafts=k)
         return fixed_capacity(self.cfg.k, n)
 
     def allocate(self, estimates: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
