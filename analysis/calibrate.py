@@ -1,9 +1,9 @@
 """Calibrating the simulator to the engine: trace cleaning, fitted figures, engine-faithful runs.
 
     clean = clean_trace(records)                 # replayable trace (valid prefixes, sim positions)
-    a, b, decay = fit_beta(records)              # parametric acceptance fitted to the trace
-    fig = fit_overheads(measured, prompt_tokens) # overhead_s, prefill_per_token_s from a calibration run
-    summary, parts = simulate_like_engine(cfg, requests)
+    beta = fit_beta(records)                     # {beta_a, beta_b, decay, ...}: acceptance fitted to the trace
+    fit = fit_costs(m_none, s_none, m_spec, s_spec, k, prompt_tokens)  # overhead_s, scales, prefill_per_token_s
+    summary = simulate_like_engine(cfg, pcfg, workload_path)  # metrics dict (+ "padding" ratios)
 
 Two engine semantics the simulator does not share, handled here (analysis side):
   * the engine's prefill emits each request's FIRST token (as vLLM does); the
@@ -154,17 +154,15 @@ def scale_table(src: str | Path, dst: str | Path, target_scale: float, draft_sca
     """Copy a profile CSV: target_s and draft_s times the fitted scales, + spec_overhead_s on speculative rows."""
     import csv
 
+    from contract.profile_table import write
+
     with open(src, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    dst = Path(dst)
-    with open(dst, "w") as fh:
-        fh.write("batch,tokens_per_request,context,target_s,draft_s\n")
-        for r in rows:
-            d = r.get("draft_s")
-            d = "" if d in (None, "") else f"{float(d) * draft_scale:.7g}"
-            t = float(r["target_s"]) * target_scale + (spec_overhead_s if float(r["tokens_per_request"]) >= 2 else 0.0)
-            fh.write(f"{r['batch']},{r['tokens_per_request']},{r['context']},{t:.7g},{d}\n")
-    return dst
+    for r in rows:
+        d = r.get("draft_s")
+        r["draft_s"] = "" if d in (None, "") else float(d) * draft_scale
+        r["target_s"] = float(r["target_s"]) * target_scale + (spec_overhead_s if float(r["tokens_per_request"]) >= 2 else 0.0)
+    return write(rows, dst, fmt=".7g")
 
 
 def write_workload(path: str | Path, requests) -> Path:
@@ -176,18 +174,6 @@ def write_workload(path: str | Path, requests) -> Path:
                 raise ConfigError("workload.output_len: validate needs outputs of at least 2 tokens")
             fh.write(json.dumps({"arrival_s": r.arrival_s, "prompt_len": len(r.prompt), "output_len": r.output_len - 1}) + "\n")
     return path
-
-
-def _contexts(rep):
-    """Per running request prompt + emitted + 1 from the replica's state (best effort: sim internals)."""
-    try:
-        if hasattr(rep, "prompt"):
-            return np.asarray(rep.prompt) + np.asarray(rep.emitted) + 1
-        from sim.replica import EMIT, PROMPT
-
-        return rep.I[:, PROMPT] + rep.I[:, EMIT] + 1
-    except (AttributeError, ImportError, IndexError):
-        return None
 
 
 def simulate_like_engine(cfg: Config, pcfg, workload_path: str | Path) -> dict:
@@ -203,8 +189,8 @@ def simulate_like_engine(cfg: Config, pcfg, workload_path: str | Path) -> dict:
     pad = {"ctx_max": 0.0, "ctx_mean": 0.0, "win_max": 0.0, "win_mean": 0.0, "steps": 0}
 
     def hook(rep, info):
-        ctx = _contexts(rep)  # engine context: prompt + prefill token + decoded
-        if ctx is not None and ctx.size:
+        ctx = rep.contexts() + 1  # engine context: prompt + prefill token + decoded
+        if ctx.size:
             pad["ctx_max"] += float(ctx.max())
             pad["ctx_mean"] += float(ctx.mean())
         if info["drafts"]:

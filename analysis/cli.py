@@ -78,7 +78,7 @@ def add_commands(sub) -> None:
                    help="engine clock: cpu = CPU seconds of a one-thread engine (default on CPU: immune to other load), wall")
     p.add_argument("--speed-probe", action="store_true",
                    help="rescale the simulated costs by a machine-speed probe taken before each run (experimental)")
-    p.add_argument("--repeats", type=int, default=3, help="engine runs per point; the median-duration one counts (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="engine runs per point; the fastest (shortest-duration) one counts (default 3)")
     p.add_argument("--json", action="store_true", help='print {"policies": {name: {"measured": .., "simulated": ..}}}')
     p.add_argument("--strict", action="store_true", help="exit 1 when any accuracy goal is missed (for CI)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<timestamp>-validate); "

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from contract.config import Config, ConfigError
+from contract.config import Config, ConfigError, verify_layout
+from engine.clock import make_clock
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Measured:
     select_s: float  # seconds estimating + allocating, total
     num_steps: int
     duration_s: float
-    spread: float = 0.0  # (max - min) / median of output_throughput over repeated runs (noise)
+    spread: float = 0.0  # (max - min) / this run's output_throughput over the repeated runs (noise; this = the fastest)
     speed: tuple = (1.0, 1.0)  # (target, draft) probe seconds just before the run / at profiling time
 
 
@@ -88,7 +88,8 @@ def _seqs(cfg: Config, reqs: list[Req]):
 
 
 def speed_probe(pair: Pair, clock: str = "wall", reps: int = 7) -> tuple[float, float]:
-    """Median seconds of a fixed target pass (batch 4, 4 tokens, context 64) and draft forward.
+    """Seconds of a fixed target pass (batch 4, 4 tokens, context 64) and draft forward
+    (engine.profile.time_forward: the minimum of `reps` after a warm-up, the profile's rule).
 
     The CPU is shared: its speed drifts by tens of percent over minutes (other
     jobs, caches, SMT), on the CPU clock too. Probing just before each measured
@@ -99,8 +100,8 @@ def speed_probe(pair: Pair, clock: str = "wall", reps: int = 7) -> tuple[float, 
 
     from engine import kv as kvm
     from engine.forward import forward
+    from engine.profile import time_forward
 
-    now = time.process_time if clock == "cpu" else time.perf_counter
     st = getattr(pair, "_probe", None)
     if st is None:
         g = torch.Generator().manual_seed(1)
@@ -108,15 +109,9 @@ def speed_probe(pair: Pair, clock: str = "wall", reps: int = 7) -> tuple[float, 
         ctx = torch.randint(0, vocab, (4, 64), generator=g).tolist()
         st = (forward(pair.target, kvm.empty(4), ctx)[1], forward(pair.draft, kvm.empty(4), ctx)[1])
         pair._probe = st
-    out = []
-    for model, state, toks in ((pair.target, st[0], [[1, 2, 3, 4]] * 4), (pair.draft, st[1], [[1]] * 4)):
-        times = []
-        for _ in range(reps + 1):
-            t0 = now()
-            forward(model, state, toks)
-            times.append(now() - t0)
-        out.append(float(np.median(times[1:])))
-    return out[0], out[1]
+    now = make_clock(clock)
+    return (time_forward(pair.target, st[0], 4, reps, now, feed=[[1, 2, 3, 4]] * 4),
+            time_forward(pair.draft, st[1], 1, reps, now))
 
 
 def relative_speed(pair: Pair, clock: str) -> tuple[float, float]:
@@ -135,32 +130,6 @@ def set_speed_reference(pair: Pair, clock: str) -> tuple[float, float]:
     return ref
 
 
-class CpuClock:
-    """The engine's clock in CPU seconds of this process, plus the time it "sleeps".
-
-    On a shared CPU box, wall time swings with other people's load; CPU time of
-    a one-thread engine is what the run costs on one free core. Idle waits for
-    the next arrival advance the clock without sleeping (a virtual sleep).
-    """
-
-    def __init__(self):
-        self.offset = 0.0  # seconds slept (virtually)
-
-    def __call__(self) -> float:
-        return time.process_time() + self.offset
-
-    def sleep(self, seconds: float) -> None:
-        self.offset += max(0.0, float(seconds))
-
-
-def make_clock(kind: str):
-    if kind == "cpu":
-        return CpuClock()
-    if kind == "wall":
-        return time.perf_counter
-    raise ConfigError(f"--clock {kind!r}: expected cpu or wall")
-
-
 def _engine(pair: Pair, cfg: Config, pcfg, trace: bool = False, clock=time.perf_counter):
     from engine.core import Engine
     from theory.policies import needs_step_time
@@ -171,7 +140,8 @@ def _engine(pair: Pair, cfg: Config, pcfg, trace: bool = False, clock=time.perf_
         step_time = _engine_step_time(cfg)
     policy = make_policy(pcfg, step_time)
     return Engine(pair.target, pair.draft, policy, temperature=cfg.engine.temperature,
-                  estimator=cfg.engine.estimator, trace=trace, clock=clock, packed=cfg.engine.verify_layout == "packed")
+                  estimator=cfg.engine.estimator, trace=trace, clock=clock,
+                  packed=verify_layout(cfg, "engine") == "packed")
 
 
 def _engine_step_time(cfg: Config):
@@ -180,15 +150,13 @@ def _engine_step_time(cfg: Config):
         raise ConfigError("policy dsd/goodput in validate needs the profile table (cost.model = 'table')")
     from sim.cost import make_cost  # analysis may use both parts
 
-    cost = make_cost(cfg.cost)
+    cost = make_cost(cfg.cost, verify_layout(cfg, "engine"))  # the engine's pass
     return lambda batch, drafts, verified: cost.step_s(batch, drafts, verified, 256.0)
 
 
 def measure(pair: Pair, cfg: Config, pcfg, reqs: list[Req], timed: bool, progress: bool = False,
             clock: str = "wall") -> Measured:
     """One engine run of policy pcfg over reqs (timed: arrivals on the clock; else all at t=0)."""
-    import types
-
     import engine.run as erun
     from contract.metrics import summarize
 
@@ -201,13 +169,9 @@ def measure(pair: Pair, cfg: Config, pcfg, reqs: list[Req], timed: bool, progres
         import sys
 
         bar = tqdm(total=len(reqs), desc=f"engine {pcfg.name}", file=sys.stderr, leave=False, disable=None)
-    saved = erun.time
-    if isinstance(clk, CpuClock):  # the run loop's idle sleep becomes a virtual sleep on this clock
-        erun.time = types.SimpleNamespace(sleep=clk.sleep)
-    try:
+    try:  # a CpuClock's idle waits are virtual sleeps (engine.run uses clock.sleep when it has one)
         res = erun.run(eng, _seqs(cfg, reqs), cfg.server.max_batch, timed=timed, progress=bar)
     finally:
-        erun.time = saved
         if bar is not None:
             bar.close()
     s = summarize(res.records, res.stats, res.duration_s, cfg.slo)
@@ -244,41 +208,11 @@ def record_trace(pair: Pair, cfg: Config, pcfg, reqs: list[Req]):
 def profile_table(pair: Pair, path: str | Path, batches, tokens, contexts, reps: int = 9, clock: str = "wall") -> Path:
     """Time one target pass and one draft forward over a grid; write the sim's table CSV.
 
-    Like engine.profile (which times on the wall clock), but on either clock:
-    per (batch, context) a KV state of `context` kept tokens per row, then the
-    minimum of `reps` timed forwards of `tokens_per_request` new tokens per row
-    (the state is not modified by a forward).
+    engine.profile.profile on either clock (its timing rule: the minimum of `reps` forwards
+    after a warm-up), written by contract.profile_table.write (atomic).
     """
-    import torch
+    from contract.profile_table import write
+    from engine.profile import profile
 
-    from engine import kv as kvm
-    from engine.forward import forward
-
-    rows = []
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    vocab = int(pair.target.config.vocab_size)
-    g = torch.Generator().manual_seed(0)
-    for b in batches:
-        for c in contexts:
-            ctx = torch.randint(0, vocab, (b, c), generator=g).tolist()
-            _, tkv = forward(pair.target, kvm.empty(b), ctx)
-            _, dkv = forward(pair.draft, kvm.empty(b), ctx)
-            dtimes = []
-            for _ in range(reps + 1):
-                t0 = now()
-                forward(pair.draft, dkv, [[1]] * b, last_only=True)
-                dtimes.append(now() - t0)
-            d = float(np.min(dtimes[1:]))
-            for t in tokens:
-                new = torch.randint(0, vocab, (b, t), generator=g).tolist()
-                times = []
-                for _ in range(reps + 1):
-                    t0 = now()
-                    forward(pair.target, tkv, new)
-                    times.append(now() - t0)
-                rows.append((b, t, c, float(np.min(times[1:])), d))
-    path = Path(path)
-    with open(path, "w") as fh:
-        fh.write("batch,tokens_per_request,context,target_s,draft_s\n")
-        fh.writelines(f"{b},{t},{c},{y:.7f},{d:.7f}\n" for b, t, c, y, d in rows)
-    return path
+    rows = profile(pair.target, pair.draft, batches, tokens, contexts, repeats=reps, clock=make_clock(clock))
+    return write(rows, path, fmt=".7g")

@@ -1,4 +1,5 @@
-"""The one place analysis/ runs the simulator for a whole Config (sim/ is written elsewhere).
+"""analysis/ entry to the simulator for a whole Config (used by plan_run; calibrate.py and report.py
+call sim.simulate.simulate_policy directly, for its on_step hook and per-step rows).
 
     summary = simulate(config)                 # metrics dict for config.policy, vLLM names
     result = simulate_result(config, on_step=hook)   # sim.simulate.PolicyResult

@@ -31,7 +31,7 @@ from analysis import calibrate as cal
 from analysis import engine_io as eio
 from analysis.validate_math import GOALS, METRICS, error_table, format_table
 from contract.runs import atomic_folder
-from contract.config import POLICIES, Config, ConfigError, PolicyConfig, load_config, to_toml
+from contract.config import POLICIES, Config, ConfigError, PolicyConfig, load_config, to_toml, with_layout
 from theory.policies import kind
 
 VALIDATED = tuple(n for n in POLICIES if not kind(n).needs_truth)  # the engine runs them as deployed
@@ -128,7 +128,8 @@ def run(args) -> int:
         raise ConfigError(f"--repeats {args.repeats}: expected >= 1")
     policies = parse_policies(args.policies)
     loads = parse_loads(args.loads)
-    cfg = load_config(args.config, list(args.set or []), base=VALIDATE_BASE)
+    # the engine's verify layout, resolved once: every engine run and simulation below prices the same pass
+    cfg = with_layout(load_config(args.config, list(args.set or []), base=VALIDATE_BASE), "engine")
     if cfg.workload.arrival != "offline":
         raise ConfigError("workload.arrival: validate makes its own arrivals (--loads); leave it 'offline'")
     if cfg.engine.temperature > 0:
@@ -140,9 +141,9 @@ def run(args) -> int:
         from contract.outpaths import check_in_file
 
         check_in_file(args.profile, "--profile")
-        from sim.cost import Table
+        from contract.profile_table import ProfileTable
 
-        Table(args.profile, key="--profile")  # a bad table is reported under the user's path, before the run
+        ProfileTable.read(args.profile, key="--profile")  # a bad table is reported under the user's path, before the run
     with atomic_folder(out) as tmp:
         result = _validate(cfg, policies, loads, tmp, args)
     missed, total = goal_counts(result)
@@ -203,8 +204,7 @@ def calibrate_costs(pair, cfg: Config, prof_path: Path, beta: dict, tmp: Path, c
     creqs = eio.build_requests(ccfg, pair.tokenizer, pair.path)
     cwl = cal.write_workload(tmp / "workload_calibration.jsonl", creqs)
     raw = dataclasses.replace(cfg.cost, model="table", table=str(prof_path), overhead_s=0.0, prefill_s=0.0,
-                              prefill_per_token_s=0.0, draft_mode="sequential",
-                              verify_layout=cfg.engine.verify_layout)  # the engine's layout of its verify pass
+                              prefill_per_token_s=0.0, draft_mode="sequential")
     cal_sim = dataclasses.replace(ccfg, cost=raw, acceptance=_beta_acceptance(cfg, beta))
     m_none = cal.at_reference_speed(eio.measure_best(pair, ccfg, _policy(cfg, "none"), creqs, False, repeats, clock))
     m_spec = cal.at_reference_speed(eio.measure_best(pair, ccfg, _policy(cfg, "fixed"), creqs, False, repeats, clock))

@@ -13,7 +13,7 @@ import math
 METRICS = ("output_throughput", "mean_tpot_s", "p99_tpot_s", "mean_ttft_s", "p99_ttft_s", "mean_e2e_s",
            "p99_e2e_s", "acceptance_length", "draft_acceptance_rate")
 
-# the goal: |error| within these, per policy and load
+# the accuracy goals of `tetris validate` (docs/validation.md): |error| within these, per policy and load
 GOALS = {"output_throughput": 0.05, "mean_tpot_s": 0.10}
 
 

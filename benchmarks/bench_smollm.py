@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +58,7 @@ def parse_args():
     ap.add_argument("--fixed", default="1,2,3,4")
     ap.add_argument("--extras", default="1,2,3")
     ap.add_argument("--layout", choices=("packed", "padded"), default="packed",
-                    help="engine.verify_layout: ragged forwards packed (cost follows real tokens) or right-padded")
+                    help="server.verify_layout: ragged forwards packed (cost follows real tokens) or right-padded")
     ap.add_argument("--draft-dtype", choices=("float32", "bfloat16"), default="float32",
                     help="the draft's dtype (engine.draft_dtype; the engine's default on CPU: float32)")
     ap.add_argument("--pair", type=Path, default=None, help="draft folder (default engine/smollm_pair)")
@@ -78,7 +77,7 @@ def bench_batch(args, target, draft, tok, batch: int, clock) -> None:
                              f"workload.prompt_len.value={args.prompt_len}",
                              f"workload.output_len={{dist=\"fixed\",value={args.output_len}}}",
                              "engine.temperature=0.0", "policy.max_k=6",
-                             f"engine.verify_layout=\"{args.layout}\""])
+                             f"server.verify_layout=\"{args.layout}\""])
     prompts = heldout_prompts(tok, n, args.prompt_len)
     reqs = [dataclasses.replace(r, prompt_len=len(p)) for r, p in zip(iter_requests(cfg), prompts)]
     wl = Workload(reqs, prompts)
@@ -124,7 +123,9 @@ def main() -> int:
         return 2
     draft = load_draft(pair_dir=pair, target=target, dtype=getattr(torch, args.draft_dtype))
     tok = load_tokenizer(DEFAULT_DIR)
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    from engine.clock import make_clock
+
+    clock = make_clock(args.clock)  # the engine's clocks (engine/clock.py)
     print(f"SmolLM2-135M target + distilled draft ({pair.name}, {'EAGLE' if getattr(draft, 'reads_target_features', False) else 'token'}); torch threads {torch.get_num_threads()}; output {args.output_len} "
           f"tokens, greedy; {args.clock} clock; {args.layout} layout; draft {args.draft_dtype}")
     for batch in [int(x) for x in args.batches.split(",")]:

@@ -18,6 +18,7 @@ from typing import Any
 from contract.errors import ConfigError  # noqa: F401  (re-exported: contract.config.ConfigError)
 from contract.outpaths import read_text
 from theory.policies import REGISTRY
+from theory.layout import LAYOUTS  # the verify layouts: packed, padded
 
 
 def _f(default, *, choices=None, min=None, max=None, doc=""):
@@ -89,8 +90,8 @@ class CostConfig:
     prefill_s: float = _f(0.0, min=0.0, doc="per request admission (s)")
     prefill_per_token_s: float = _f(0.0, min=0.0, doc="per prompt token at admission (s)")
     draft_mode: str = _f("sequential", choices=("sequential", "parallel"))
-    verify_layout: str = _f("packed", choices=("packed", "padded"),
-                            doc="target pass scores sum(L_i) + N tokens (packed), or N * (1 + max L_i) (right-padded)")
+    verify_layout: str = _f("", choices=("", "packed", "padded"),
+                            doc="deprecated alias of server.verify_layout for the simulator side (\"\": not set)")
     hardware: str = _f("H100", doc="roofline: hardware preset")
     num_gpus: int = _f(4, min=1, doc="roofline: tensor-parallel degree")
     target_preset: str = _f("vicuna-33b", doc="roofline: target model preset")
@@ -101,11 +102,21 @@ class CostConfig:
     table: str = _f("", doc="table: profile CSV written by `tetris profile`")
 
 
+LAYOUT_DEFAULT = {"sim": "packed", "engine": "padded"}  # server.verify_layout = "auto", per side
+LAYOUT_ALIASES = {"sim": ("cost", "verify_layout"), "engine": ("engine", "verify_layout")}  # deprecated keys
+
+
 @dataclass
 class ServerConfig:
     max_batch: int = _f(64, min=1)
     replicas: int = _f(1, min=1)
     router: str = _f("round_robin", choices=("round_robin", "least_tokens"))
+    verify_layout: str = _f("auto", choices=("auto",) + LAYOUTS,
+                            doc="the target's verification pass over ragged windows L_i, in the simulator's cost model "
+                                "and the engine's forwards alike: packed scores N + sum(L_i) tokens (linear layers on "
+                                "real tokens only), padded N * (1 + max L_i) (right-padded to the longest row); auto = "
+                                "packed in the simulator (simulate, sweep, plan), padded in the engine (engine, profile, "
+                                "validate, calibrate)")
 
 
 POLICIES = tuple(REGISTRY)  # the registered policies (theory/policies/__init__.py), in order
@@ -142,9 +153,8 @@ class EngineConfig:
                     doc="timing clock: wall, or this process's CPU seconds (steady on a shared CPU; use threads = 1)")
     draft_dtype: str = _f("auto", choices=("auto", "float32", "bfloat16"),
                           doc="the draft's weights and compute (auto = the device's: float32 on CPU, bfloat16 on CUDA)")
-    verify_layout: str = _f("padded", choices=("padded", "packed"),
-                            doc="ragged forwards (verification, prefill): right-padded to the longest row, or packed "
-                                "(linear layers on real tokens only: cost follows the verified tokens)")
+    verify_layout: str = _f("", choices=("", "padded", "packed"),
+                            doc="deprecated alias of server.verify_layout for the engine side (\"\": not set)")
 
 
 @dataclass
@@ -253,7 +263,46 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     for text in overrides:
         keys, value = parse_override(text)
         _nested_set(data, keys, value)
-    return build(Config, data)
+    cfg = build(Config, data)
+    check_layout_aliases(cfg)
+    return cfg
+
+
+_NOTED: set = set()  # deprecated keys already noted in this process
+
+
+def check_layout_aliases(cfg: Config) -> None:
+    """A one-line deprecation note on stderr per old layout key set (once per process); ConfigError
+    when one contradicts an explicit server.verify_layout."""
+    import sys
+
+    one = cfg.server.verify_layout
+    for section, key in LAYOUT_ALIASES.values():
+        old = getattr(getattr(cfg, section), key)
+        if not old:
+            continue
+        if one != "auto" and old != one:
+            raise ConfigError(f"{section}.{key}: {old!r} contradicts server.verify_layout = {one!r} "
+                              f"(the old key is a deprecated alias; set server.verify_layout only)")
+        if (section, key) not in _NOTED:
+            _NOTED.add((section, key))
+            print(f"tetris: note: {section}.{key} is deprecated; use server.verify_layout (same values)", file=sys.stderr)
+
+
+def verify_layout(cfg: Config, side: str) -> str:
+    """The verification-pass layout ("packed" or "padded") on `side` ("sim": the simulator's cost
+    model, "engine": the engine's forwards): server.verify_layout unless "auto"; else the side's
+    deprecated alias (cost.verify_layout, engine.verify_layout) if set; else the side's default."""
+    one = cfg.server.verify_layout
+    if one != "auto":
+        return one
+    section, key = LAYOUT_ALIASES[side]
+    return getattr(getattr(cfg, section), key) or LAYOUT_DEFAULT[side]
+
+
+def with_layout(cfg: Config, side: str) -> Config:
+    """cfg with server.verify_layout resolved for `side` (so another side runs the same pass)."""
+    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, verify_layout=verify_layout(cfg, side)))
 
 
 def _deep_merge(into: dict, new: dict) -> None:
@@ -287,6 +336,9 @@ def toml_value(v: Any) -> str:
 def to_toml(config) -> str:
     """The resolved config as TOML text (round-trips through load_config)."""
     data = config_dict(config) if dataclasses.is_dataclass(config) else config
+    for section, key in LAYOUT_ALIASES.values():  # deprecated aliases are written only when set
+        if isinstance(data.get(section), dict) and data[section].get(key) == "":
+            data = data | {section: {k: v for k, v in data[section].items() if k != key}}
     top = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     lines = top[:]
     for key, value in data.items():

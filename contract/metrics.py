@@ -288,25 +288,32 @@ class RecordSink:
     def summary(self, duration_s: float) -> dict:
         """The request-level part of summarize() from the folded statistics."""
         self.close()
-        n = self.count
-        s = {"num_requests": n, "duration_s": float(duration_s), "output_tokens": self.output_tokens,
-             "output_throughput": _ratio(self.output_tokens, duration_s), "request_throughput": _ratio(n, duration_s)}
-        for name in ("ttft_s", "tpot_s", "e2e_s"):
-            c = self.counts[name]
-            s[f"mean_{name}"] = self.sums[name] / c if c else float("nan")
-            s[f"p50_{name}"] = self._hist_percentile(name, 50)
-            s[f"p99_{name}"] = self._hist_percentile(name, 99)
-        return s
+        dists = {name: (self.sums[name] / self.counts[name] if self.counts[name] else float("nan"),
+                        self._hist_percentile(name, 50), self._hist_percentile(name, 99)) for name in LATENCIES}
+        return request_metrics(self.count, duration_s, self.output_tokens, dists)
 
 
-def _dist(name: str, x: np.ndarray, out: dict) -> None:
+LATENCIES = ("ttft_s", "tpot_s", "e2e_s")  # per-request latencies, in summary.json's order
+
+
+def request_metrics(n: int, duration_s: float, output_tokens: int, dists: dict) -> dict:
+    """The request-level metrics (vLLM names, summary.json's key order), built here only.
+
+    dists: {latency name: (mean, p50, p99)} for each of LATENCIES (seconds; NaN when none).
+    """
+    s = {"num_requests": int(n), "duration_s": float(duration_s), "output_tokens": int(output_tokens),
+         "output_throughput": _ratio(output_tokens, duration_s), "request_throughput": _ratio(n, duration_s)}
+    for name in LATENCIES:
+        s[f"mean_{name}"], s[f"p50_{name}"], s[f"p99_{name}"] = dists[name]
+    return s
+
+
+def _dist(x: np.ndarray) -> tuple[float, float, float]:
+    """(mean, p50, p99) of the non-NaN values (NaN when there are none)."""
     x = x[~np.isnan(x)]
-    if x.size:
-        out[f"mean_{name}"] = float(np.mean(x))
-        out[f"p50_{name}"] = float(np.percentile(x, 50))
-        out[f"p99_{name}"] = float(np.percentile(x, 99))
-    else:
-        out[f"mean_{name}"] = out[f"p50_{name}"] = out[f"p99_{name}"] = float("nan")
+    if not x.size:
+        return float("nan"), float("nan"), float("nan")
+    return float(np.mean(x)), float(np.percentile(x, 50)), float(np.percentile(x, 99))
 
 
 def _ratio(a: float, b: float) -> float:
@@ -327,11 +334,7 @@ def summarize(records, stats: StepStats | None, duration_s: float, slo=None) -> 
         c = _columns(records)
         ttft, tpot, e2e, out = _latencies(c)
         n = int(out.size)
-        s = {"num_requests": n, "duration_s": float(duration_s), "output_tokens": int(out.sum()),
-             "output_throughput": _ratio(out.sum(), duration_s), "request_throughput": _ratio(n, duration_s)}
-        _dist("ttft_s", ttft, s)
-        _dist("tpot_s", tpot, s)
-        _dist("e2e_s", e2e, s)
+        s = request_metrics(n, duration_s, int(out.sum()), {"ttft_s": _dist(ttft), "tpot_s": _dist(tpot), "e2e_s": _dist(e2e)})
         ok = _slo_ok(ttft, tpot, slo)
         n_ok = int(ok.sum()) if ok is not None else 0
     st = stats if stats is not None else StepStats()

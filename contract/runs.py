@@ -184,3 +184,25 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------- requests.csv (simulate and engine)
+
+REQUESTS_COLUMNS = ("policy", "id", "arrival_s", "first_token_s", "finish_s", "prompt_len", "output_len", "replica")
+REQUESTS_HEADER = ",".join(REQUESTS_COLUMNS) + "\n"
+
+
+def write_request_rows(fh, label: str, c: dict) -> None:
+    """requests.csv rows of one policy: columns id, arrival_s, first_token_s, finish_s, prompt_len,
+    output_len, replica (arrays or lists; ints, and seconds written with 6 decimals)."""
+    rows = zip(*(np.asarray(c[k]).tolist() for k in REQUESTS_COLUMNS[1:]))
+    fh.writelines(f"{label},{i},{a:.6f},{f:.6f},{e:.6f},{p},{o},{r}\n" for i, a, f, e, p, o, r in rows)
+
+
+def record_columns(records, replica: int = 0) -> dict:
+    """contract.metrics.RequestRecord list -> the requests.csv columns (one replica)."""
+    from contract.metrics import RECORD_FIELDS
+
+    cols = {k: [getattr(q, k) for q in records] for k in RECORD_FIELDS}
+    cols["replica"] = [replica] * len(records)
+    return cols

@@ -43,8 +43,13 @@ from contract.config import Config, ConfigError, LengthDist
 CHUNK = 65536  # requests per generated chunk (fixed: results never depend on it)
 CHARS_PER_TOKEN = 4.0  # tokenizer-free length estimate for ShareGPT text
 
-# SeedSequence spawn keys of the independent streams
+# Ids of every independent random stream of a run, in one place (the values are part of what a
+# fixed seed reproduces: never renumber). 0-3: SeedSequence spawn keys here and the acceptance
+# hash (STREAM_ACCEPT); 4-7: acceptance_uniforms streams of sim/acceptance.py.
 STREAM_ARRIVAL, STREAM_PROMPT, STREAM_OUTPUT, STREAM_ACCEPT = 0, 1, 2, 3
+STREAM_ATTR = 4  # per-request acceptance attributes (beta alpha, mixture regime)
+STREAM_SEGMENT = 5  # mixture/segment: regime switches along a request
+STREAM_NOISE, STREAM_NOISE2 = 6, 7  # noisy estimates: the two uniforms of a Box-Muller normal
 
 
 @dataclass
@@ -235,10 +240,11 @@ def mean_length(d: LengthDist) -> float:
     return float(d.max)
 
 
-def size_note(cfg: Config, n_policies: int, tokens_per_s: float, what: str) -> str | None:
+def size_note(cfg: Config, n_policies: int, tokens_per_s: float, what: str, n: int | None = None) -> str | None:
     """'note: ...' when a run is estimated (before it starts) to take over a minute at
-    tokens_per_s output tokens per second, or has prompts beyond any real context; else None."""
-    n = num_requests(cfg)
+    tokens_per_s output tokens per second, or has prompts beyond any real context; else None.
+    n: num_requests(cfg) when the caller has it (a trace file is read to count it)."""
+    n = num_requests(cfg) if n is None else n
     out_tokens = n * mean_length(cfg.workload.output_len)
     prompt = mean_length(cfg.workload.prompt_len)
     secs = n_policies * out_tokens / tokens_per_s

@@ -41,7 +41,7 @@ def add_commands(sub) -> None:
     q.add_argument("--batch", default="1,4,8,16,32", help="comma list of batch sizes (default 1,4,8,16,32)")
     q.add_argument("--tokens", default="1,2,3,4,6,8", help="comma list of tokens per request (default 1,2,3,4,6,8)")
     q.add_argument("--context", default="64,256,512", help="comma list of context lengths (default 64,256,512)")
-    q.add_argument("--repeats", type=int, default=3, help="timed repeats per point (median; default 3)")
+    q.add_argument("--repeats", type=int, default=3, help="timed repeats per point after one warm-up (the minimum counts; default 3)")
     q.add_argument("--out", metavar="FILE.csv", default="profile.csv", help="output CSV (default profile.csv)")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=_profile)
@@ -170,7 +170,7 @@ def _profile(args) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=len(batches) * len(tokens) * len(contexts), unit="pt", file=sys.stderr, desc="profile", leave=False)
-    from engine.run import make_clock
+    from engine.clock import make_clock
 
     if cfg.engine.clock == "cpu" and cfg.engine.device == "cuda":
         raise ConfigError("engine.clock: 'cpu' counts this process's CPU seconds only; use 'wall' with engine.device = 'cuda'")

@@ -15,7 +15,7 @@ def add_commands(sub) -> None:
     q = checks.add_parser(
         "lossless",
         help="run the configured policy on exact tabular models at T > 0: chi-square vs the exact target joint",
-        description="Serve many requests with the config's [policy] (and engine.estimator, engine.verify_layout) "
+        description="Serve many requests with the config's [policy] (and engine.estimator, server.verify_layout) "
         "on models whose output distribution is known exactly, at engine.temperature (or 0.5, 1.0, 1.7 when the "
         "config is greedy), and compare the joint of the first --tokens emitted tokens with the exact target joint "
         "(chi-square, cells with expected count < 5 pooled). Prints the statistic, p-value and the smallest TV the "
@@ -56,7 +56,7 @@ def _floats(text: str, flag: str) -> list[float]:
 
 def _lossless(args) -> int:
     from engine import lossless as L
-    from contract.config import ConfigError, load_config
+    from contract.config import ConfigError, load_config, verify_layout
 
     if getattr(args, "check", None) != "lossless":
         raise ConfigError("check: name a check, e.g. `tetris check lossless`")
@@ -82,7 +82,8 @@ def _lossless(args) -> int:
     results = []
     for t in temps:
         r = L.check(cfg.policy, t, estimator=cfg.engine.estimator, requests=args.requests, tokens=args.tokens,
-                    seed=args.seed, max_batch=max_batch, model=args.model, packed=cfg.engine.verify_layout == "packed",
+                    seed=args.seed, max_batch=max_batch, model=args.model,
+                    packed=verify_layout(cfg, "engine") == "packed",
                     step_time=args.step_time, control=args.control)
         results.append(r)
         if args.json:

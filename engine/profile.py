@@ -12,10 +12,9 @@ import time
 import numpy as np
 import torch
 
+from contract.profile_table import COLUMNS, axis_weights, blend, write  # noqa: F401  (COLUMNS re-exported)
 from engine import kv as kvm
 from engine.forward import forward, model_device
-
-COLUMNS = ("batch", "tokens_per_request", "context", "target_s", "draft_s")
 
 
 def _state(model, batch: int, context: int, seed: int = 0) -> kvm.BatchKV:
@@ -31,9 +30,17 @@ def _sync(model):
         torch.cuda.synchronize()
 
 
-def time_forward(model, state: kvm.BatchKV, tokens: int, repeats: int = 3, clock=time.perf_counter) -> float:
-    """Median seconds of one forward of `tokens` new tokens per row after `state` (state unchanged)."""
-    feed = [[1] * tokens for _ in range(state.batch)]
+def time_forward(model, state: kvm.BatchKV, tokens: int, repeats: int = 3, clock=time.perf_counter,
+                 feed: list | None = None) -> float:
+    """Seconds of one forward of `tokens` new tokens per row after `state` (state unchanged).
+
+    The timing rule of every profile and probe (here and analysis/engine_io.py): one warm-up
+    forward, then the MINIMUM of `repeats` timed ones. Other load on a shared machine (or a
+    GPU's clock ramp) only ever adds time, so the fastest repeat is the most repeatable
+    estimate of the pass's own cost (timeit's rule); measured runs keep their fastest repeat
+    for the same reason (engine_io.measure_best).
+    """
+    feed = feed if feed is not None else [[1] * tokens for _ in range(state.batch)]
     times = []
     for _ in range(repeats + 1):  # first run warms up
         _sync(model)
@@ -41,7 +48,7 @@ def time_forward(model, state: kvm.BatchKV, tokens: int, repeats: int = 3, clock
         forward(model, state, feed)
         _sync(model)
         times.append(clock() - t0)
-    return float(np.median(times[1:]))
+    return float(np.min(times[1:]))
 
 
 def profile(target, draft, batches, tokens, contexts, repeats: int = 3, progress=None,
@@ -62,29 +69,13 @@ def profile(target, draft, batches, tokens, contexts, repeats: int = 3, progress
 
 
 def write_csv(rows: list[dict], path) -> None:
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(",".join(COLUMNS) + "\n")
-            for r in rows:
-                fh.write(f"{r['batch']},{r['tokens_per_request']},{r['context']},{r['target_s']:.6g},{r['draft_s']:.6g}\n")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """The rows as the profile CSV (contract.profile_table.write: atomic)."""
+    write(rows, path)
 
 
-def step_time_from_rows(rows: list[dict]):
-    """A theory.budget StepTime (batch, drafts, verified) -> s, interpolated from profile rows.
-
-    step = drafts * draft_s(batch) + target_s(batch, 1 + verified / batch); linear in tokens per
-    request and in batch (nearest context: the mean of what was measured).
-    """
+def _mean_grid(rows: list[dict]):
+    """Axes and means of step_time_from_rows: target_s [batch, tokens_per_request] averaged over
+    context, draft_s [batch] averaged over every finite row of that batch."""
     b_axis = np.array(sorted({r["batch"] for r in rows}), dtype=float)
     t_axis = np.array(sorted({r["tokens_per_request"] for r in rows}), dtype=float)
     grid = np.zeros((b_axis.size, t_axis.size))
@@ -98,25 +89,27 @@ def step_time_from_rows(rows: list[dict]):
         if np.isfinite(r["draft_s"]):
             dr[i] += r["draft_s"]
             dcnt[i] += 1
-    grid /= np.maximum(cnt, 1)
-    dr = dr / np.maximum(dcnt, 1)
+    return b_axis, t_axis, grid / np.maximum(cnt, 1), dr / np.maximum(dcnt, 1)
 
-    def interp(axis, x):
-        if axis.size == 1:
-            return np.zeros_like(x, dtype=int), np.zeros_like(x, dtype=float)
-        i = np.clip(np.searchsorted(axis, x, side="right") - 1, 0, axis.size - 2)
-        return i, (x - axis[i]) / (axis[i + 1] - axis[i])
+
+def step_time_from_rows(rows: list[dict]):
+    """A theory.budget StepTime (batch, drafts, verified) -> s, interpolated from profile rows.
+
+    step = drafts * draft_s(batch) + target_s(batch, 1 + verified / batch); linear in tokens per
+    request and in batch (nearest context: the mean of what was measured). Interpolation:
+    contract.profile_table (blend along tokens per request at the two batch rows, then along batch).
+    """
+    b_axis, t_axis, grid, dr = _mean_grid(rows)
+    nb = min(1, b_axis.size - 1)
 
     def step_time(batch, drafts, verified):
         v = np.asarray(verified, dtype=float)
-        tpr = 1.0 + v / max(batch, 1)
-        ib, wb = interp(b_axis, np.float64(batch))
-        it, wt = interp(t_axis, tpr)
-        nb, nt = min(1, b_axis.size - 1), min(1, t_axis.size - 1)
-        tgt = ((1 - wb) * ((1 - wt) * grid[ib, it] + wt * grid[ib, it + nt])
-               + wb * ((1 - wt) * grid[ib + nb, it] + wt * grid[ib + nb, it + nt]))
-        d = (1 - wb) * dr[ib] + wb * dr[ib + nb]
-        out = np.maximum(tgt + drafts * d, 1e-6)
+        ib_wb = axis_weights(b_axis, np.float64(batch))
+        it_wt = axis_weights(t_axis, 1.0 + v / max(batch, 1))
+        ib = ib_wb[0]
+        lo, hi = blend(grid[ib], it_wt), blend(grid[ib + nb], it_wt)
+        tgt = blend(np.stack([lo, hi]), (0, ib_wb[1]))
+        out = np.maximum(tgt + drafts * blend(dr, ib_wb), 1e-6)
         return out if out.ndim else float(out)
 
     return step_time

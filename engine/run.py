@@ -5,32 +5,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from engine.clock import CpuClock, make_clock  # noqa: F401  (re-exported: engine.run.make_clock)
 from engine.core import Engine, Seq
 from contract.metrics import RequestRecord, StepStats
-
-
-_process_time = time.process_time
-
-
-class CpuClock:
-    """Seconds of CPU time used by this process, plus virtual sleeps (idle waits for arrivals).
-
-    On a shared machine wall time swings with other people's load; the CPU time of a
-    one-thread engine is what the run costs on one free core.
-    """
-
-    def __init__(self):
-        self.offset = 0.0  # seconds slept virtually
-
-    def __call__(self) -> float:
-        return _process_time() + self.offset
-
-    def sleep(self, seconds: float) -> None:
-        self.offset += max(0.0, float(seconds))
-
-
-def make_clock(kind: str):
-    return CpuClock() if kind == "cpu" else time.perf_counter
 
 
 @dataclass

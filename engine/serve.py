@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -19,7 +18,7 @@ import torch
 from engine.core import Engine, Seq
 from engine.run import RunResult, run
 from contract import runs
-from contract.config import Config, ConfigError, PolicyConfig, to_toml
+from contract.config import Config, ConfigError, PolicyConfig, to_toml, verify_layout
 from contract.metrics import summarize
 from theory.policy import make_policy
 from contract.trace import write_trace
@@ -79,19 +78,13 @@ def step_time_for(cfg: Config, target, draft, wl: Workload):
     from engine.profile import profile, step_time_from_rows
 
     if cfg.cost.model == "table" and cfg.cost.table:
-        from contract.outpaths import check_in_file
+        from contract.profile_table import read_rows
 
-        p = check_in_file(cfg.cost.table, "cost.table: profile table")
-        with open(p, newline="") as fh:
-            try:
-                rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in csv.DictReader(fh)]
-            except ValueError as err:
-                raise ConfigError(f"cost.table: {cfg.cost.table!r}: {err}") from None
-        return step_time_from_rows(rows)
+        return step_time_from_rows(read_rows(cfg.cost.table, "cost.table"))
     b = cfg.server.max_batch
     ctx = int(np.mean([len(p) for p in wl.prompts])) + 1
     top = max(cfg.policy.max_k, cfg.policy.k + cfg.policy.extra) + 1
-    from engine.run import make_clock
+    from engine.clock import make_clock
 
     rows = profile(target, draft, sorted({1, b}), sorted({1, (top + 1) // 2, top}), [ctx], repeats=2,
                    clock=make_clock(cfg.engine.clock))
@@ -101,20 +94,20 @@ def step_time_for(cfg: Config, target, draft, wl: Workload):
 def warmup(target, draft, cfg: Config) -> None:
     """One short untimed run so the first measured policy pays no start-up costs."""
     eng = Engine(target, draft, make_policy(PolicyConfig(name="fixed", k=2)), temperature=cfg.engine.temperature,
-                 packed=cfg.engine.verify_layout == "packed")
+                 packed=verify_layout(cfg, "engine") == "packed")
     run(eng, [Seq(-1 - i, [1, 2, 3, 4], 4, np.random.default_rng(i)) for i in range(2)], max_batch=2)
 
 
 def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: Workload, step_time=None,
                progress=None, calibration: bool = False, clock=None) -> PolicyRun:
     """One policy over the workload. clock: seconds callable (default wall clock)."""
-    from engine.run import make_clock
+    from engine.clock import make_clock
 
     policy = make_policy(pcfg, step_time)
     e = cfg.engine
     engine = Engine(target, draft, policy, temperature=e.temperature, estimator=e.estimator,
                     trace=bool(e.trace_out), calibration=calibration, clock=clock or make_clock(e.clock),
-                    packed=e.verify_layout == "packed")
+                    packed=verify_layout(cfg, "engine") == "packed")
     timed = cfg.workload.arrival != "offline"
     res = run(engine, make_seqs(cfg, wl), cfg.server.max_batch, timed=timed, progress=progress)
     s = summarize(res.records, res.stats, res.duration_s, cfg.slo)
@@ -186,10 +179,9 @@ def write_run(out, cfg: Config, results: dict, dump_outputs: str | None = None) 
         (tmp / "summary.json").write_text(summary_json(results))
         (tmp / "config.toml").write_text(to_toml(cfg))
         with open(tmp / "requests.csv", "w") as fh:
-            fh.write("policy,id,arrival_s,first_token_s,finish_s,prompt_len,output_len,replica\n")
+            fh.write(runs.REQUESTS_HEADER)
             for label, r in results.items():
-                fh.writelines(f"{label},{q.id},{q.arrival_s:.6f},{q.first_token_s:.6f},{q.finish_s:.6f},"
-                              f"{q.prompt_len},{q.output_len},0\n" for q in r.result.records)
+                runs.write_request_rows(fh, label, runs.record_columns(r.result.records))
     if cfg.engine.trace_out:
         write_traces(cfg, results)
     if dump_outputs:

@@ -36,9 +36,9 @@ from __future__ import annotations
 import numpy as np
 
 from contract.config import ConfigError
-from contract.workload import STREAM_ACCEPT, acceptance_uniforms, hash_key
+from contract.workload import (STREAM_ACCEPT, STREAM_ATTR, STREAM_NOISE, STREAM_NOISE2, STREAM_SEGMENT,
+                               acceptance_uniforms, hash_key)
 
-STREAM_ATTR, STREAM_SEGMENT, STREAM_NOISE, STREAM_NOISE2 = 4, 5, 6, 7
 _EPS = 1e-6
 
 

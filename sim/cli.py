@@ -33,20 +33,20 @@ def _simulate(args) -> int:
 
     from contract.config import load_config
     from contract.outpaths import check_out_dir, default_run_folder
-    from sim.simulate import checked_variants, comparison_table, run_to_folder, size_warning, summary_json
+    from sim.simulate import check, comparison_table, run_to_folder, size_warning, summary_json
 
     base = None if args.config else tomllib.loads(DEFAULT_SCENARIO.read_text())
     cfg = load_config(args.config, args.overrides, base=base)
     name = Path(args.config).stem if args.config else "default"
     out = Path(args.out) if args.out else default_run_folder(name)
     check_out_dir(out, force=args.force)
-    todo = checked_variants(cfg, args.policy)  # check(cfg) and variants() once per simulate
-    note = size_warning(cfg, len(todo))
+    prepared = check(cfg, args.policy)  # one cost model, request count and set of variants for the whole run
+    note = size_warning(cfg, len(prepared.todo), prepared)
     if note:
         print(note, file=sys.stderr)
     t0 = time.perf_counter()
     results = run_to_folder(out, cfg, only=args.policy, progress=not args.quiet, requests=not args.no_requests,
-                            steps=args.steps, todo=todo)
+                            steps=args.steps, prepared=prepared)
     wall = time.perf_counter() - t0
     if args.json:
         sys.stdout.write(summary_json(results))

@@ -27,30 +27,22 @@ Models (cost.model):
 Prefill (every model): prefill_s per admitted request + prefill_per_token_s per prompt token;
 roofline adds one target forward over the admitted prompts (mean context = half a prompt).
 
-TABLE FORMAT (written by `tetris profile`, read here), CSV with a header row:
+TABLE FORMAT (written by `tetris profile`, read here): contract/profile_table.py, CSV
     batch,tokens_per_request,context,target_s,draft_s
-    1,1,128,0.0121,0.0009
-    ...
-batch: running requests; tokens_per_request: tokens the target scores per
-request (window + 1, so 1 = plain decoding); context: mean context length
-(tokens); target_s: seconds of one target pass at that point; draft_s: seconds
-of one draft forward (one token per request) at that (batch, context), repeated
-on every row of that pair (rows may leave it empty; the mean of the given
-values is used). The rows must cover the full grid of the distinct batch x
-tokens_per_request x context values. Lookups interpolate multilinearly and
-extrapolate linearly past the edges (results floored at 1 microsecond);
-overhead_s is added to target_s.
+over the full batch x tokens_per_request x context grid; lookups interpolate multilinearly and
+extrapolate linearly past the edges (results floored at 1 microsecond); overhead_s is added to
+target_s.
 """
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from contract.config import ConfigError
+from contract.profile_table import COLUMNS, ProfileTable
+from theory.layout import verified_tokens
 
 
 @dataclass(frozen=True)
@@ -83,7 +75,7 @@ MODELS = {
     "llama-3.2-1b": ModelPreset(1.24e9, 16, 32, 8, 64, 0.0015),
 }
 
-TABLE_COLUMNS = ("batch", "tokens_per_request", "context", "target_s", "draft_s")
+TABLE_COLUMNS = COLUMNS  # the profile table's columns (contract.profile_table)
 
 
 def _forward_s(m: ModelPreset, hw: Hardware, gpus: int, fe: float, be: float, tokens, batch, context):
@@ -95,85 +87,11 @@ def _forward_s(m: ModelPreset, hw: Hardware, gpus: int, fe: float, be: float, to
     return m.forward_overhead_s + max(compute, memory)
 
 
-def _axis_weights(axis: np.ndarray, x):
-    """Index of the left grid point and the (unclipped: extrapolating) weight of the right one."""
-    if axis.size == 1:
-        return np.zeros_like(np.asarray(x, dtype=np.int64)), np.zeros_like(np.asarray(x, dtype=np.float64))
-    i = np.clip(np.searchsorted(axis, x, side="right") - 1, 0, axis.size - 2)
-    w = (np.asarray(x, dtype=np.float64) - axis[i]) / (axis[i + 1] - axis[i])
-    return i, w
-
-
-class Table:
-    """Multilinear interpolation over a full (batch, tokens_per_request, context) grid."""
-
-    def __init__(self, path: str, key: str = "cost.table"):
-        from contract.outpaths import check_in_file
-
-        p = Path(path)
-        if not path:
-            raise ConfigError(f"{key}: profile table {path!r} not found")
-        check_in_file(p, f"{key}: profile table")
-        with open(p, newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in TABLE_COLUMNS[:4] if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ConfigError(f"{key}: {path!r} lacks column(s) {', '.join(missing)}")
-            rows = list(reader)
-        if not rows:
-            raise ConfigError(f"{key}: {path!r} has no rows")
-        try:
-            b = np.array([float(r["batch"]) for r in rows])
-            t = np.array([float(r["tokens_per_request"]) for r in rows])
-            c = np.array([float(r["context"]) for r in rows])
-            y = np.array([float(r["target_s"]) for r in rows])
-            d = np.array([float(r["draft_s"]) if r.get("draft_s") not in (None, "") else np.nan for r in rows])
-        except ValueError as err:
-            raise ConfigError(f"{key}: {path!r} has a non-numeric value ({err})") from None
-        if not (np.all(np.isfinite(y)) and np.all(y > 0)):
-            raise ConfigError(f"{key}: {path!r} target_s must be positive numbers")
-        self.b, self.t, self.c = np.unique(b), np.unique(t), np.unique(c)
-        grid = np.full((self.b.size, self.t.size, self.c.size), np.nan)
-        dsum = np.zeros((self.b.size, self.c.size))
-        dcount = np.zeros((self.b.size, self.c.size))
-        ib, it, ic = np.searchsorted(self.b, b), np.searchsorted(self.t, t), np.searchsorted(self.c, c)
-        grid[ib, it, ic] = y
-        if np.isnan(grid).any():
-            raise ConfigError(f"{key}: {path!r} does not cover the full batch x tokens_per_request x context grid")
-        ok = np.isfinite(d)
-        np.add.at(dsum, (ib[ok], ic[ok]), d[ok])
-        np.add.at(dcount, (ib[ok], ic[ok]), 1)
-        self.has_draft = bool(ok.any())
-        fill = float(np.nanmean(d)) if self.has_draft else 0.0
-        self.draft = np.where(dcount > 0, dsum / np.maximum(dcount, 1), fill)
-        self.grid = grid
-
-    def target(self, batch, tokens_per_request, context):
-        ib, wb = _axis_weights(self.b, batch)
-        it, wt = _axis_weights(self.t, tokens_per_request)
-        ic, wc = _axis_weights(self.c, context)
-        g = self.grid
-        nb, nt, nc = (min(1, s - 1) for s in g.shape)
-        out = 0.0
-        for db, fb in ((0, 1 - wb), (nb, wb)):
-            for dt, ft in ((0, 1 - wt), (nt, wt)):
-                for dc, fc in ((0, 1 - wc), (nc, wc)):
-                    out = out + fb * ft * fc * g[ib + db, it + dt, ic + dc]
-        return np.maximum(out, 1e-6)
-
-    def draft_s(self, batch, context):
-        ib, wb = _axis_weights(self.b, batch)
-        ic, wc = _axis_weights(self.c, context)
-        d = self.draft
-        nb, nc = (min(1, s - 1) for s in d.shape)
-        out = (1 - wb) * (1 - wc) * d[ib, ic] + wb * (1 - wc) * d[ib + nb, ic] + (1 - wb) * wc * d[ib, ic + nc] + wb * wc * d[ib + nb, ic + nc]
-        return float(max(out, 0.0))
-
-
 @dataclass
 class CostModel:
     cfg: object  # contract.config.CostConfig
-    table: Table | None = None
+    table: ProfileTable | None = None
+    layout: str = "packed"  # the verification pass: "packed" (N + sum L_i tokens) or "padded" (N * (1 + max L_i))
 
     def target_s(self, batch: int, tokens, context: float):
         """Seconds of one target pass; float for a scalar `tokens`, an array for an array."""
@@ -223,17 +141,37 @@ class CostModel:
         draft, target = self.step_parts(batch, drafts, verified, context)
         return draft + target
 
+    # ---- the layout: what the target pass scores for ragged windows (sim, budget sizing, engine alike)
+    def verified_tokens(self, lengths) -> int:
+        """Draft tokens the target pass scores for windows `lengths` [N] (int): sum(L) when packed,
+        N * max(L) when right-padded (theory.layout.verified_tokens, in this model's layout)."""
+        return verified_tokens(lengths, self.layout)
 
-def make_cost(cfg) -> CostModel:
-    """Validate the [cost] section and build its model (ConfigError names the bad key)."""
+    def window_parts(self, batch: int, drafts: int, lengths, context: float):
+        """step_parts of one decode step with windows `lengths` [batch], priced in this model's layout."""
+        return self.step_parts(batch, drafts, self.verified_tokens(lengths), context)
+
+    def window_step_s(self, batch: int, drafts: int, lengths, context: float) -> float:
+        """Seconds of one decode step with windows `lengths` [batch] in this model's layout (a
+        layout-aware step time for budget sizing: step_s sees only the total)."""
+        draft, target = self.window_parts(batch, drafts, lengths, context)
+        return float(draft + target)
+
+
+def make_cost(cfg, layout: str | None = None) -> CostModel:
+    """Validate the [cost] section and build its model (ConfigError names the bad key).
+
+    layout: the verification pass ("packed" / "padded"), as contract.config.verify_layout(config,
+    side) resolves it; None: the section's deprecated cost.verify_layout, else "packed".
+    """
     if cfg.model == "roofline":
         if cfg.hardware not in HARDWARE:
             raise ConfigError(f"cost.hardware: {cfg.hardware!r} is not one of {', '.join(map(repr, HARDWARE))}")
         for key in ("target_preset", "draft_preset"):
             if getattr(cfg, key) not in MODELS:
                 raise ConfigError(f"cost.{key}: {getattr(cfg, key)!r} is not one of {', '.join(map(repr, MODELS))}")
-    table = Table(cfg.table) if cfg.model == "table" else None
-    model = CostModel(cfg, table)
+    table = ProfileTable.read(cfg.table) if cfg.model == "table" else None
+    model = CostModel(cfg, table, layout or getattr(cfg, "verify_layout", "") or "packed")
     probe = model.step_s(1, 1, 1, 1.0)
     if not math.isfinite(float(np.max(probe))):
         raise ConfigError(f"cost.model: {cfg.model!r} gives a non-finite step time")

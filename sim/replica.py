@@ -110,7 +110,6 @@ class Replica:
                  sink: RecordSink, on_finish=None, on_step=None):
         self.env, self.index, self.queue = env, index, queue
         self.policy, self.cost, self.acc = policy, cost, acceptance
-        self.padded = cost.cfg.verify_layout == "padded"  # target pass pays N * (1 + max window)
         self.max_batch = max_batch
         self.on_finish = on_finish  # callable(count) after requests retire (progress)
         self.on_step = on_step  # callable(replica, dict) per step (tests, steps.csv)
@@ -132,6 +131,10 @@ class Replica:
     arrival = property(lambda self: self.F[:, ARRIVAL])
     emitted = property(lambda self: self.I[:, EMIT])
     out_len = property(lambda self: self.I[:, OUT])
+
+    def contexts(self) -> np.ndarray:
+        """[n] int64 context of each running request (prompt + emitted tokens), a new array."""
+        return self.I[:, PROMPT] + self.I[:, EMIT]
 
     def _ar(self, k: int) -> np.ndarray:
         a = self._aranges.get(k)
@@ -191,6 +194,29 @@ class Replica:
         if self.on_finish is not None:
             self.on_finish(gone_i.shape[0])
 
+    def _speculate(self, n: int, k: int, fast: bool, oracle: bool):
+        """Steps 2-4 for the running batch: (truth, est, passed [n, k] or None, lengths [n], accepted [n]).
+        fast: static acceptance without hooks (only estimates and accepted counts are built)."""
+        if k == 0:
+            zeros = np.zeros(n, np.int64)
+            return None, None, None, zeros, zeros
+        I, acc, policy = self.I, self.acc, self.policy
+        pos, slot = I[:, EMIT], I[:, SLOT]
+        rem1 = I[:, OUT] - pos - 1  # drafts that can still be used
+        if fast:
+            est = acc.estimates(acc.index(slot, pos, k))
+            if rem1.min() < k:
+                est = np.where(self._ar(k) < rem1[:, None], est, np.nan)
+            lengths = policy.allocate(est)
+            return None, est, None, lengths, acc.accepted(slot, pos, lengths)
+        truth, est, passed = acc.step(slot, pos, k)
+        valid = self._ar(k) < rem1[:, None]
+        est = np.where(valid, est, np.nan)
+        lengths = policy.allocate(est, np.where(valid, passed, np.nan) if oracle else None)
+        ok = passed & (self._ar(k) < lengths[:, None])
+        accepted = np.where(ok.all(axis=1), k, ok.argmin(axis=1)).astype(np.int64)
+        return truth, est, passed, lengths, accepted
+
     # ------------------------------------------------------------ the process
     def run(self):
         env = self.env
@@ -220,31 +246,8 @@ class Replica:
             k = policy.num_drafts(n)
             I = self.I
             pos = I[:, EMIT]
-            if k > 0:
-                rem1 = I[:, OUT] - pos - 1  # drafts that can still be used
-                slot = I[:, SLOT]
-                if fast:
-                    est = acc.estimates(acc.index(slot, pos, k))
-                    if rem1.min() < k:
-                        est = np.where(self._ar(k) < rem1[:, None], est, np.nan)
-                    lengths = policy.allocate(est)
-                    accepted = acc.accepted(slot, pos, lengths)
-                    truth = passed = None
-                else:
-                    truth, est, passed = acc.step(slot, pos, k)
-                    valid = self._ar(k) < rem1[:, None]
-                    est = np.where(valid, est, np.nan)
-                    lengths = policy.allocate(est, np.where(valid, passed, np.nan) if oracle else None)
-                    ok = passed & (self._ar(k) < lengths[:, None])
-                    accepted = np.where(ok.all(axis=1), k, ok.argmin(axis=1)).astype(np.int64)
-                verified = int(lengths.sum())
-            else:
-                truth = est = passed = None
-                lengths = accepted = np.zeros(n, np.int64)
-                verified = 0
-            if self.padded and verified:  # a right-padded pass: every request pays the longest window
-                verified = n * int(lengths.max())
-            draft_s, target_s = cost.step_parts(n, k, verified, self.context)
+            truth, est, passed, lengths, accepted = self._speculate(n, k, fast, oracle)
+            draft_s, target_s = cost.window_parts(n, k, lengths, self.context)  # in the cost model's layout
             dt = prefill + draft_s + target_s
             emitted = accepted + 1
             if self.on_step is not None:

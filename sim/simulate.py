@@ -30,14 +30,14 @@ import numpy as np
 import simpy
 
 from contract import runs
-from contract.config import Config, ConfigError, PolicyConfig, to_toml
+from contract.config import Config, ConfigError, PolicyConfig, to_toml, verify_layout
 from contract.runs import policy_variants, run_variants
 from contract.metrics import RecordSink, StepStats, summarize
 from theory.policies import needs_step_time
 from theory.policy import make_policy
 from contract.workload import iter_request_chunks, num_requests
 from sim.acceptance import make_acceptance
-from sim.cost import make_cost
+from sim.cost import CostModel, make_cost
 from sim.replica import Replica, RequestQueue
 
 
@@ -51,28 +51,49 @@ class PolicyResult:
     policy: PolicyConfig | None = None  # the resolved policy it ran
 
 
+@dataclass
+class Prepared:
+    """What check(cfg) builds once per run and every policy of the run shares."""
+
+    cost: CostModel  # the step-cost model, in the simulator's verify layout
+    num_requests: int  # requests the workload yields (a trace file is read to count them)
+    todo: list  # (label, policy table) variants to run, validated (see variants)
+
+
+def sim_cost(cfg: Config) -> CostModel:
+    """The run's cost model: [cost] in the simulator's verify layout (server.verify_layout)."""
+    return make_cost(cfg.cost, verify_layout(cfg, "sim"))
+
+
 # ---------------------------------------------------------------- variants
 
-def _check_step_time(cfg: Config, pcfg: PolicyConfig, label: str, cost=None) -> None:
-    if needs_step_time(pcfg) and not (make_cost(cfg.cost) if cost is None else cost).step_s(1, 1, 1, 1.0) > 0:
+def _check_step_time(cost: CostModel, pcfg: PolicyConfig, label: str) -> None:
+    if needs_step_time(pcfg) and not cost.step_s(1, 1, 1, 1.0) > 0:
         raise ConfigError(f"cost.step_s: policy {label!r} sizes its budget by goodput and needs a positive step time")
 
 
-def variants(cfg: Config, only: str | None = None, cost=None) -> list[tuple[str, dict]]:
+def variants(cfg: Config, only: str | None = None, cost: CostModel | None = None) -> list[tuple[str, dict]]:
     """(label, policy table) pairs to run; validates every entry (errors name sweep[i].key).
-    cost: make_cost(cfg.cost) when the caller has it."""
-    return policy_variants(cfg, only, check=lambda pcfg, label: _check_step_time(cfg, pcfg, label, cost))
+    cost: the run's model (Prepared.cost); built here when a variant needs it and none is given."""
+    made: list = [cost]
+
+    def check_one(pcfg: PolicyConfig, label: str) -> None:
+        if needs_step_time(pcfg):
+            made[0] = made[0] or sim_cost(cfg)
+            _check_step_time(made[0], pcfg, label)
+
+    return policy_variants(cfg, only, check=check_one)
 
 
-def check(cfg: Config, cost=None) -> None:
-    """Validate cross-field settings before anything runs (ConfigError names the key).
-    cost: make_cost(cfg.cost) when the caller has it."""
-    cost = make_cost(cfg.cost) if cost is None else cost
+def check(cfg: Config, only: str | None = None) -> Prepared:
+    """Validate cross-field settings and every variant before anything runs (ConfigError names
+    the key); the validated cost model, request count and variants, for the run to reuse."""
+    cost = sim_cost(cfg)
     if not float(np.max(cost.step_s(1, 0, 0, 1.0))) > 0:
         raise ConfigError(f"cost: a decoding step takes 0 s with cost.model = {cfg.cost.model!r} "
                           "(throughput would be meaningless); set cost.step_s or cost.per_token_s > 0")
     make_acceptance(cfg)
-    num_requests(cfg)  # opens trace / length files
+    n = num_requests(cfg)  # opens trace / length files
     if cfg.workload.prompts:
         from contract.outpaths import check_in_file
 
@@ -81,16 +102,17 @@ def check(cfg: Config, cost=None) -> None:
         from contract.workload import check_length_dist
 
         check_length_dist(getattr(cfg.workload, key), f"workload.{key}")
+    return Prepared(cost, n, variants(cfg, only, cost))
 
 
 SIM_TOKENS_PER_S = 1e6  # rough simulated output tokens per second of one core (bench_sim.py order of magnitude)
 
 
-def size_warning(cfg: Config, n_policies: int) -> str | None:
+def size_warning(cfg: Config, n_policies: int, prepared: Prepared | None = None) -> str | None:
     """A one-line note when the run will be large (estimated before it starts), else None."""
     from contract.workload import size_note
 
-    return size_note(cfg, n_policies, SIM_TOKENS_PER_S, "simulation")
+    return size_note(cfg, n_policies, SIM_TOKENS_PER_S, "simulation", prepared.num_requests if prepared else None)
 
 
 # ---------------------------------------------------------------- one policy
@@ -116,16 +138,16 @@ def _router(env, replicas, cfg: Config):
 
 def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, progress=None,
                     on_step=None, keep_steps: bool = False, writer=None, exact_limit: int = 1 << 16,
-                    cost=None, total: int | None = None) -> PolicyResult:
+                    prepared: Prepared | None = None) -> PolicyResult:
     """Simulate one policy over the whole workload; returns its metrics and per-request columns.
 
     writer(columns) receives finished requests in blocks (RecordSink); past
     `exact_limit` requests the columns are not kept (result.columns is None).
-    cost, total: make_cost(cfg.cost) and num_requests(cfg) when the caller has them (built once per run).
+    prepared: check(cfg)'s cost model and request count (built here when not given).
     """
     label = label or pcfg.name
     env = simpy.Environment()
-    cost = make_cost(cfg.cost) if cost is None else cost
+    cost = prepared.cost if prepared is not None else sim_cost(cfg)
     nrep = cfg.server.replicas
     steps: list | None = [] if keep_steps else None
     sink = RecordSink(cfg.slo, exact_limit=exact_limit, writer=writer)
@@ -149,7 +171,7 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
     if nrep > 1:
         env.process(_router(env, replicas, cfg))
     env.run()
-    total = num_requests(cfg) if total is None else total
+    total = prepared.num_requests if prepared is not None else num_requests(cfg)
     if len(sink) != total:
         raise RuntimeError(f"simulation drained its event queue with {total - len(sink)} of {total} requests unfinished")
     cols = sink.columns() if sink.exact else None
@@ -169,29 +191,22 @@ def summary_json(results: dict) -> str:
                              {lab: r.policy for lab, r in results.items()})
 
 
-def checked_variants(cfg: Config, only: str | None = None) -> list[tuple[str, dict]]:
-    """check(cfg), then the variants (label, policy table) to run: every bad key before anything runs."""
-    cost = make_cost(cfg.cost)
-    check(cfg, cost)
-    return variants(cfg, only, cost)
-
-
 def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_steps: bool = False,
-            requests_file=None, todo: list | None = None) -> dict:
+            requests_file=None, prepared: Prepared | None = None) -> dict:
     """Simulate every variant in order; returns {label: PolicyResult}.
 
     requests_file: an open text file that receives the requests.csv rows.
-    todo: checked_variants(cfg, only) when the caller already has them (else built here).
+    prepared: check(cfg, only) when the caller ran it (one cost model, request count and set of
+    variants per run).
     """
-    if todo is None:
-        todo = checked_variants(cfg, only)
-    cost, total = make_cost(cfg.cost), num_requests(cfg)  # once per run, shared by every variant
+    prepared = prepared or check(cfg, only)
+    todo = prepared.todo
     bar = None
     if progress:
         from tqdm import tqdm
 
         tty = sys.stderr.isatty()
-        bar = tqdm(total=len(todo) * total, unit="req", file=sys.stderr, desc="simulate",
+        bar = tqdm(total=len(todo) * prepared.num_requests, unit="req", file=sys.stderr, desc="simulate",
                    leave=False, mininterval=0.1 if tty else 10.0, delay=0 if tty else 10.0)  # not a TTY: a line every 10 s
 
     def run_one(label: str, pcfg: PolicyConfig) -> PolicyResult:
@@ -199,9 +214,9 @@ def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_st
             bar.set_postfix_str(label)
         writer = None
         if requests_file is not None:
-            writer = lambda cols: _write_rows(requests_file, label, cols)
+            writer = lambda cols: runs.write_request_rows(requests_file, label, cols)
         return simulate_policy(cfg, pcfg, label, progress=bar.update if bar is not None else None,
-                               keep_steps=keep_steps, writer=writer, cost=cost, total=total)
+                               keep_steps=keep_steps, writer=writer, prepared=prepared)
 
     try:
         return run_variants(todo, run_one)
@@ -210,29 +225,20 @@ def run_all(cfg: Config, only: str | None = None, progress: bool = True, keep_st
             bar.close()
 
 
-REQUESTS_HEADER = "policy,id,arrival_s,first_token_s,finish_s,prompt_len,output_len,replica\n"
+REQUESTS_HEADER = runs.REQUESTS_HEADER  # contract.runs (shared with engine/serve.py)
 STEPS_HEADER = "policy,replica,step,start_s,step_s,batch,drafts,verified,accepted,emitted,prefill_s\n"
 
 
-def _write_rows(fh, label: str, c: dict) -> None:
-    rows = zip(c["id"].tolist(), c["arrival_s"].tolist(), c["first_token_s"].tolist(), c["finish_s"].tolist(),
-               c["prompt_len"].tolist(), c["output_len"].tolist(), c["replica"].tolist())
-    fh.writelines(f"{label},{i},{a:.6f},{f:.6f},{e:.6f},{p},{o},{r}\n" for i, a, f, e, p, o, r in rows)
-
-
 def run_to_folder(out: str | Path, cfg: Config, only: str | None = None, progress: bool = True,
-                  requests: bool = True, steps: bool = False, todo: list | None = None) -> dict:
-    """Run every variant and write the run folder atomically (temporary folder renamed into place).
-
-    todo: checked_variants(cfg, only) when the caller already has them (else built here)."""
-    if todo is None:
-        todo = checked_variants(cfg, only)  # every bad key is reported before anything is written
+                  requests: bool = True, steps: bool = False, prepared: Prepared | None = None) -> dict:
+    """Run every variant and write the run folder atomically (temporary folder renamed into place)."""
+    prepared = prepared or check(cfg, only)  # every bad key is reported before anything is written
     with runs.atomic_folder(out) as tmp:
         fh = open(tmp / "requests.csv", "w") if requests else None
         try:
             if fh is not None:
                 fh.write(REQUESTS_HEADER)
-            results = run_all(cfg, only, progress, keep_steps=steps, requests_file=fh, todo=todo)
+            results = run_all(cfg, only, progress, keep_steps=steps, requests_file=fh, prepared=prepared)
         finally:
             if fh is not None:
                 fh.close()

@@ -122,9 +122,9 @@ def test_profile_table_reads_in_simulator(pair, tmp_path, capsys):
                  "8,16", "--repeats", "1", "--quiet", "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
     assert lines[0] == "batch,tokens_per_request,context,target_s,draft_s" and len(lines) == 9
-    from sim.cost import Table
+    from contract.profile_table import ProfileTable
 
-    t = Table(str(out))
+    t = ProfileTable.read(str(out))
     assert t.target(2, 3, 16) > 0 and t.has_draft
     assert main(["profile", "--set", f'engine.pair="{pair}"', "--batch", "0", "--out", str(tmp_path / "x.csv")]) == 2
     # beyond the pair's positions: rejected before profiling, not a hang

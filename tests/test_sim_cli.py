@@ -91,3 +91,28 @@ def test_bad_input_exits_2_naming_the_key(tmp_path, capsys, args, key):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and key in err[0]
     assert not out.exists()  # nothing half-written
+
+
+def test_one_cost_model_and_one_request_count_per_run(tmp_path, monkeypatch):
+    """`tetris simulate` builds the cost model once and counts the requests (reading a trace
+    file) once, however many variants it runs; negative control: without the prepared objects
+    every policy builds its own (the count then exceeds 1)."""
+    import sim.simulate as ss
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(f'{{"arrival_s": {0.01 * i}, "prompt_len": 8, "output_len": 6}}\n' for i in range(20)))
+    calls = {"cost": 0, "count": 0}
+    real_cost, real_count = ss.make_cost, ss.num_requests
+    monkeypatch.setattr(ss, "make_cost", lambda *a, **k: calls.__setitem__("cost", calls["cost"] + 1) or real_cost(*a, **k))
+    monkeypatch.setattr(ss, "num_requests", lambda *a, **k: calls.__setitem__("count", calls["count"] + 1) or real_count(*a, **k))
+    args = ["simulate", "--quiet", "--out", str(tmp_path / "run"), "--set", 'workload.arrival="trace"',
+            "--set", f'workload.trace="{trace}"', "--set", 'sweep=[{name="fixed", k=2}, {name="tetris", budget="goodput"}, {name="dsd"}]']
+    assert main(args) == 0
+    assert calls == {"cost": 1, "count": 1}
+    from contract.config import load_config
+
+    cfg = load_config(None, [a for a in args[5:] if a != "--set"][:2])
+    calls.update(cost=0, count=0)
+    for _ in range(2):  # the negative control: two policies, no Prepared handed down
+        ss.simulate_policy(cfg, cfg.policy)
+    assert calls == {"cost": 2, "count": 2}

@@ -89,16 +89,18 @@ def test_speculative_tokens_per_step_batch1():
     assert r.summary["per_position_acceptance"] == pytest.approx([a ** j for j in range(1, k + 1)], abs=0.02)
 
 
+@pytest.mark.parametrize("section", ["server", "cost"])  # the key, and its deprecated simulator-side alias
 @pytest.mark.parametrize("layout", ["packed", "padded"])
-def test_verify_layout_step_cost(layout):
+def test_verify_layout_step_cost(layout, section):
     # linear cost, 1 s per target token, free drafting: a step costs exactly the tokens the
     # target scores: N + sum(L) when packed, N * (1 + max L) when right-padded.
+    cost = {"model": "linear", "step_s": 0.0, "per_token_s": 1.0, "draft_step_s": 0.0}
+    server = {"max_batch": 6}
+    (server if section == "server" else cost)["verify_layout"] = layout
     cfg = load_config(base={
         "seed": 5, "workload": {"num_requests": 6, "output_len": {"dist": "fixed", "value": 12}},
         "acceptance": {"model": "mixture", "easy_alpha": 0.95, "hard_alpha": 0.2},
-        "cost": {"model": "linear", "step_s": 0.0, "per_token_s": 1.0, "draft_step_s": 0.0,
-                 "verify_layout": layout},
-        "server": {"max_batch": 6}, "policy": {"name": "tetris", "k": 2, "extra": 2}})
+        "cost": cost, "server": server, "policy": {"name": "tetris", "k": 2, "extra": 2}})
     seen = []
     simulate_policy(cfg, cfg.policy, on_step=lambda rep, info: seen.append((info["dt"], info["batch"], info["lengths"])))
     uneven = 0
