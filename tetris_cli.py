@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
 import signal
 import sys
+import threading
+import time
 
 # module path -> provides `add_commands(subparsers)`
 _PARTS = ("contract.cli", "sim.cli", "engine.cli", "engine.lossless_cli", "engine.smollm.cli", "analysis.cli")
@@ -63,8 +67,26 @@ class Terminated(BaseException):
     """SIGTERM, raised like Ctrl-C so every `finally` / atomic_folder cleans its temporary files."""
 
 
+TERM_GRACE_S = 20.0  # after SIGTERM, seconds the normal clean-up may take before the watchdog ends the process
+
+
 def _raise_terminated(signum, frame):
+    # Python reports and DROPS an exception raised while a __del__ or a finalizer happens to run
+    # (the signal can land there), and the run would go on. So a watchdog thread makes sure:
+    # past the grace time it removes the live temporary run folders and ends the process (143).
+    grace = float(os.environ.get("TETRIS_TERM_GRACE_S", TERM_GRACE_S))
+    threading.Thread(target=_watchdog, args=(grace,), daemon=True).start()
     raise Terminated()
+
+
+def _watchdog(grace: float) -> None:
+    time.sleep(grace)
+    from contract.runs import LIVE_TEMPORARY
+
+    for tmp in list(LIVE_TEMPORARY):
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("terminated", file=sys.stderr, flush=True)
+    os._exit(143)
 
 
 def _on_sigterm():

@@ -149,6 +149,9 @@ def summary_json(summaries: dict[str, dict], policies: dict[str, PolicyConfig] |
     return json.dumps(_clean({"policies": summaries}), indent=2) + "\n"
 
 
+LIVE_TEMPORARY: set[Path] = set()  # temporary run folders being written now (removed on exit; see tetris_cli)
+
+
 @contextlib.contextmanager
 def atomic_folder(out: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `out`; on success it replaces `out`,
@@ -171,6 +174,7 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
         tmp.mkdir()
     except OSError as err:
         raise ConfigError(f"--out {str(out)!r}: cannot create the run folder: {err.strerror or err}") from None
+    LIVE_TEMPORARY.add(tmp)
     try:
         (tmp / MARKER).write_text("tetris run folder: --force may replace it\n")
         yield tmp
@@ -184,6 +188,8 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        LIVE_TEMPORARY.discard(tmp)
 
 
 # ---------------------------------------------------------------- requests.csv (simulate and engine)

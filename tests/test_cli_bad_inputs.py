@@ -178,3 +178,43 @@ def test_read_only_parent_is_refused_before_the_run(tmp_path, capsys, monkeypatc
     assert tetris_cli.main(["profile", "--out", str(tmp_path / "p.csv")]) == 2
     assert "not writable" in capsys.readouterr().err
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_sigterm_ends_the_run_even_when_the_exception_is_dropped(tmp_path):
+    """A SIGTERM landing in a finalizer raises into nothing (Python drops it); the watchdog still
+    removes the temporary run folder and exits 143 after the grace time.
+
+    The child swallows Terminated in a loop, as a dropped exception would; negative control: with
+    the watchdog disabled (grace 1e9 s) the child is still alive after 5 s."""
+    script = (
+        "import sys, time\n"
+        "import tetris_cli\n"
+        "from contract.runs import atomic_folder\n"
+        "tetris_cli._on_sigterm()\n"
+        "with atomic_folder(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'x.csv').write_text('a')\n"
+        "    ready = False\n"
+        "    while True:\n"
+        "        try:\n"
+        "            if not ready:\n"
+        "                ready = print('ready', flush=True) or True\n"
+        "            time.sleep(0.05)\n"
+        "        except tetris_cli.Terminated:\n"
+        "            pass  # dropped, as in a __del__\n")
+    for grace, alive in (("0.5", False), ("1e9", True)):
+        out = tmp_path / f"run{grace}"
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), TETRIS_TERM_GRACE_S=grace)
+        proc = subprocess.Popen([sys.executable, "-c", script, str(out)], env=env, cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            rc = None
+            proc.kill()
+            proc.wait()
+        assert (rc is None) == alive
+        if not alive:
+            assert rc == 143
+            assert not any(".tmp-" in p.name for p in tmp_path.iterdir())
