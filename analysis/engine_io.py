@@ -138,7 +138,7 @@ def _engine(pair: Pair, cfg: Config, pcfg, trace: bool = False, clock=time.perf_
     step_time = None
     if needs_step_time(pcfg):
         step_time = _engine_step_time(cfg)
-    policy = make_policy(pcfg, step_time)
+    policy = make_policy(pcfg, step_time, layout=verify_layout(cfg, "engine"))
     return Engine(pair.target, pair.draft, policy, temperature=cfg.engine.temperature,
                   estimator=cfg.engine.estimator, trace=trace, clock=clock,
                   packed=verify_layout(cfg, "engine") == "packed")

@@ -138,7 +138,7 @@ def check(policy_cfg, temperature: float, *, estimator: str = "auto", requests: 
     if control not in CONTROLS or model not in MODELS or step_time not in STEP_TIMES:
         raise ValueError(f"unknown control {control!r}, model {model!r} or step time {step_time!r}")
     target, draft, table = _models(model, seed, concentration)
-    policy = make_policy(policy_cfg, STEP_TIMES[step_time])
+    policy = make_policy(policy_cfg, STEP_TIMES[step_time], layout="packed" if packed else "padded")
     policy.all_scores_budget = control == "all_scores"
     eng = Engine(target, draft, policy, temperature=temperature,
                  estimator="token_prob" if control == "token_prob" else estimator,

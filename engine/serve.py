@@ -103,7 +103,7 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: W
     """One policy over the workload. clock: seconds callable (default wall clock)."""
     from engine.clock import make_clock
 
-    policy = make_policy(pcfg, step_time)
+    policy = make_policy(pcfg, step_time, layout=verify_layout(cfg, "engine"))
     e = cfg.engine
     engine = Engine(target, draft, policy, temperature=e.temperature, estimator=e.estimator,
                     trace=bool(e.trace_out), calibration=calibration, clock=clock or make_clock(e.clock),

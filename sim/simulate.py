@@ -165,7 +165,7 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
         queue = RequestQueue(iter_request_chunks(cfg) if nrep == 1 else None)
         rep = Replica(env, r, queue, None, cost, make_acceptance(cfg), cfg.server.max_batch, sink,
                       on_finish=progress, on_step=hook)
-        rep.policy = make_policy(pcfg, step_time=rep.step_time if needs_step_time(pcfg) else None)
+        rep.policy = make_policy(pcfg, step_time=rep.step_time if needs_step_time(pcfg) else None, layout=cost.layout)
         replicas.append(rep)
         env.process(rep.run())
     if nrep > 1:

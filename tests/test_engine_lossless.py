@@ -28,7 +28,8 @@ FAST_CASES = [  # (policy, temperature, options)
     (P(name="none"), 1.0, {}),
     (P(name="fixed", k=2), 0.5, {}),
     (P(name="tetris", k=1, extra=2), 1.7, {}),
-    (P(name="tetris", k=1, extra=2, budget="goodput"), 1.0, {"step_time": "knee"}),
+    (P(name="tetris", k=1, extra=2, budget="goodput"), 1.0, {"step_time": "knee"}),  # padded pass and budget
+    (P(name="tetris", k=1, extra=2, budget="goodput"), 1.0, {"step_time": "knee", "packed": True}),  # packed
     (P(name="tetris", k=2, extra=1, budget="goodput"), 0.5, {"step_time": "sqrt"}),
     (P(name="tetris", k=1, extra=2, budget="unbounded"), 1.7, {}),
     (P(name="tetris", k=1, extra=2), 1.0, {"estimator": "calibrated"}),

@@ -8,6 +8,12 @@ tokens is exact. A lossless budget gives exactly p(x1 | x0) p(x2 | x1) (to round
 1e-12). The old all-scores sizing (goodput_capacity_all_scores) must show a bias:
 it is the negative control, and with the issue's step time 1 + 0.6 [C > 0] its TV is
 above 0.01 on these tables. Power: any TV above 1e-12 fails.
+
+Both verify layouts (theory.layout): layout="padded" prices the first r slots as
+N * (their deepest position) and its look-ahead by a bound read from slots 1..r+1 only.
+Its negative control peeks at the true depth of slots r+2..r+m (the `peek` hook of
+theory.budget._goodput_capacity_padded): TV 0.0015 on the knee step time beside a request
+with estimates 0.6, 0.6, 0.6 (seeds 0..7), far above the 1e-12 the check resolves.
 """
 import itertools
 
@@ -15,7 +21,7 @@ import numpy as np
 import pytest
 
 from theory.allocate import tetris_allocate
-from theory.budget import goodput_capacity, goodput_capacity_all_scores
+from theory.budget import _goodput_capacity_padded, goodput_capacity, goodput_capacity_all_scores
 
 V, K = 4, 3
 
@@ -63,16 +69,29 @@ def tables(seed):
     return rng.dirichlet(np.ones(V), size=V), rng.dirichlet(np.ones(V), size=V)
 
 
-CASES = [(seed, name, others) for seed in range(4) for name in STEP_TIMES
-         for others in (None, np.array([[0.8, 0.5, 0.3]]))]
+OTHERS = (None, np.array([[0.8, 0.5, 0.3]]), np.array([[0.6, 0.6, 0.6]]))
+CASES = [(seed, name, others, layout) for seed in range(4) for name in STEP_TIMES
+         for others in OTHERS for layout in ("packed", "padded")]
 
 
-@pytest.mark.parametrize("seed,name,others", CASES)
-def test_stopping_rule_goodput_is_exactly_lossless(seed, name, others):
+@pytest.mark.parametrize("seed,name,others,layout", CASES)
+def test_stopping_rule_goodput_is_exactly_lossless(seed, name, others, layout):
     p, q = tables(seed)
     want = p[0][:, None] * p
-    got = exact_two_tokens(p, q, 0, goodput_capacity, STEP_TIMES[name], others)
+    size = lambda est, st: goodput_capacity(est, st, layout=layout)
+    got = exact_two_tokens(p, q, 0, size, STEP_TIMES[name], others)
     assert np.abs(got - want).sum() / 2 < 1e-12
+
+
+def test_negative_control_padded_lookahead_that_peeks_is_biased():
+    """The padded rule with the look-ahead priced by the true deeper depths is off."""
+    peek = lambda est, st: _goodput_capacity_padded(est, st, None, peek=True)
+    worst = 0.0
+    for seed in range(8):
+        p, q = tables(seed)
+        got = exact_two_tokens(p, q, 0, peek, STEP_TIMES["knee"], np.array([[0.6, 0.6, 0.6]]))
+        worst = max(worst, np.abs(got - p[0][:, None] * p).sum() / 2)
+    assert worst > 1e-4  # measured 0.0015 (max over seeds 0..7)
 
 
 def test_negative_control_all_scores_goodput_is_biased():

@@ -1,6 +1,6 @@
 """One step's speculation decision, shared verbatim by the simulator and the engine.
 
-    policy = make_policy(cfg.policy, step_time)     # step_time: see theory/budget.py
+    policy = make_policy(cfg.policy, step_time, layout)  # step_time: theory/budget.py; layout: theory/layout.py
     K = policy.num_drafts(n_running)                 # draft K tokens per request
     L = policy.allocate(estimates)                   # int64 [N] windows to verify
     policy.observe(L, accepted)                      # after verification
@@ -26,6 +26,7 @@ import numpy as np
 
 from theory.allocate import no_speculation
 from theory.budget import StepTime, fixed_capacity, goodput_capacity, goodput_capacity_all_scores
+from theory.layout import LAYOUTS
 from theory.policies import PolicyKind, kind, needs_step_time
 
 
@@ -36,6 +37,7 @@ class Policy:
     alpha_ema: float = 0.7  # dsd: running estimate of per-position acceptance
     dsd_k: int = -1  # dsd: current batch-wide window (-1: not chosen yet)
     steps: int = 0  # steps observed so far
+    layout: str = "packed"  # the verify pass a goodput budget is priced in (theory.layout.LAYOUTS)
     all_scores_budget: bool = False  # NEGATIVE CONTROL only: the old goodput sizing (not lossless at T > 0)
 
     @property
@@ -72,8 +74,9 @@ class Policy:
         if self.cfg.budget == "unbounded":
             return n * k
         if self.cfg.budget == "goodput":
-            size = goodput_capacity_all_scores if self.all_scores_budget else goodput_capacity
-            return size(estimates, self.step_time, drafts=k)
+            if self.all_scores_budget:
+                return goodput_capacity_all_scores(estimates, self.step_time, drafts=k)
+            return goodput_capacity(estimates, self.step_time, drafts=k, layout=self.layout)
         return fixed_capacity(self.cfg.k, n)
 
     def allocate(self, estimates: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
@@ -94,8 +97,11 @@ class Policy:
             self.alpha_ema = self.cfg.ema * self.alpha_ema + (1.0 - self.cfg.ema) * rate
 
 
-def make_policy(cfg, step_time: StepTime | None = None) -> Policy:
-    """Build the per-run policy object from a PolicyConfig."""
+def make_policy(cfg, step_time: StepTime | None = None, layout: str = "packed") -> Policy:
+    """Build the per-run policy object from a PolicyConfig; layout: the run's verify pass
+    (the cost model's layout in the simulator, verify_layout(cfg, "engine") in the engine)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if needs_step_time(cfg) and step_time is None:
         raise ValueError(f"policy {cfg.name!r} with budget {cfg.budget!r} needs a step-cost model (step_time)")
-    return Policy(cfg=cfg, step_time=step_time)
+    return Policy(cfg=cfg, step_time=step_time, layout=layout)
