@@ -23,6 +23,7 @@ from engine import kv as kvm
 from engine.forward import forward, model_device
 from engine.sampling import next_token, probs, sample, verify
 from contract.trace import TraceRecord
+from contract.workload import acceptance_uniforms
 
 
 @dataclass
@@ -65,8 +66,6 @@ def draws(seqs: list[Seq], k: int, kind: int) -> np.ndarray:
     at the same index draw the same uniforms there, and no uniform is ever reused:
     a step starting at s touches (s + j, j), a later step s' > s never the same pair.
     """
-    from contract.workload import acceptance_uniforms
-
     if not seqs:
         return np.zeros((0, k))
     keys = np.array([s.key for s in seqs], dtype=np.uint64)[:, None]
