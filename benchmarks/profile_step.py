@@ -197,19 +197,29 @@ def main() -> int:
     if any(d not in ("float32", "bfloat16") for d in dtypes):
         print(f"error: --dtypes {args.dtypes!r}: expected float32 and/or bfloat16", file=sys.stderr)
         return 2
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+        assert all(b >= 1 for b in batches)
+    except (ValueError, AssertionError):
+        print(f"error: --batch {args.batch!r}: expected a comma list of positive integers", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
-    from contract.config import PolicyConfig, load_config
+    from contract.config import ConfigError, PolicyConfig, load_config
     from engine.clock import make_clock
     from engine.serve import build_workload, run_policy, warmup
 
-    t32, t16, draft, tok, pair_dir = load(args.pair)
+    try:
+        t32, t16, draft, tok, pair_dir = load(args.pair)
+    except ConfigError as e:
+        print(f"error: --pair {args.pair}: {e}", file=sys.stderr)
+        return 2
     models = {"float32": t32, "bfloat16": t16}
     timer = Timer(make_clock("cpu"))
     undo, handles = instrument(timer, [t32, t16], draft)
     print(f"pair {args.pair}; torch threads {torch.get_num_threads()}; cpu clock; greedy; {args.layout} layout; "
           f"prompt {args.prompt_len}, output {args.output_len} tokens; draft float32; repeats {args.repeats}")
     try:
-        for batch in [int(b) for b in args.batch.split(",")]:
+        for batch in batches:
             n = max(args.requests_per_batch * batch, 3)
             cfg = load_config(None, [f"workload.num_requests={n}", f"server.max_batch={batch}",
                                      f"workload.prompt_len.value={args.prompt_len}",
