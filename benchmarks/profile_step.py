@@ -177,7 +177,7 @@ def load(pair: str):
     return target, copy.deepcopy(target).to(torch.bfloat16).eval(), draft, tok, resolve_pair(name)
 
 
-def main() -> int:
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", choices=("smollm", "tiny"), default="smollm")
     ap.add_argument("--batch", default="8", help="comma list of server.max_batch")
@@ -188,25 +188,64 @@ def main() -> int:
     ap.add_argument("--policies", default="none,fixed2,tetris2e1")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--layout", choices=("packed", "padded"), default="packed")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def check_args(args) -> str | None:
+    """The one-line error for a bad flag, or None."""
     for p in args.policies.split(","):
         if p not in POLICIES:
-            print(f"error: --policies: unknown {p!r} (expected {', '.join(POLICIES)})", file=sys.stderr)
-            return 2
-    dtypes = args.dtypes.split(",")
-    if any(d not in ("float32", "bfloat16") for d in dtypes):
-        print(f"error: --dtypes {args.dtypes!r}: expected float32 and/or bfloat16", file=sys.stderr)
-        return 2
+            return f"--policies: unknown {p!r} (expected {', '.join(POLICIES)})"
+    if any(d not in ("float32", "bfloat16") for d in args.dtypes.split(",")):
+        return f"--dtypes {args.dtypes!r}: expected float32 and/or bfloat16"
     try:
-        batches = [int(b) for b in args.batch.split(",")]
-        assert all(b >= 1 for b in batches)
-    except (ValueError, AssertionError):
-        print(f"error: --batch {args.batch!r}: expected a comma list of positive integers", file=sys.stderr)
-        return 2
-    torch.set_num_threads(1)
-    from contract.config import ConfigError, PolicyConfig, load_config
+        if all(int(b) >= 1 for b in args.batch.split(",")):
+            return None
+    except ValueError:
+        pass
+    return f"--batch {args.batch!r}: expected a comma list of positive integers"
+
+
+def profile_policy(args, timer, models, draft, cfg, wl, key, dtypes):
+    """Each dtype A B A B: an unhooked run (throughput) then a timed one (parts)."""
+    from contract.config import PolicyConfig
     from engine.clock import make_clock
-    from engine.serve import build_workload, run_policy, warmup
+    from engine.serve import run_policy
+
+    _, kw = POLICIES[key]
+    acc = {d: defaultdict(float) for d in dtypes}
+    cnt = {d: defaultdict(float) for d in dtypes}
+    steps = {d: 0 for d in dtypes}
+    tput = {d: [] for d in dtypes}
+    bare = {d: [] for d in dtypes}
+    for _ in range(args.repeats):
+        for d in dtypes:  # A B A B
+            timer.on = False
+            r = run_policy(cfg, PolicyConfig(**kw), key, models[d], draft, wl, clock=make_clock("cpu"))
+            bare[d].append(r.summary["output_throughput"])
+            timer.reset()
+            timer.on = True
+            r = run_policy(cfg, PolicyConfig(**kw), key, models[d], draft, wl, clock=make_clock("cpu"))
+            timer.on = False
+            tput[d].append(r.summary["output_throughput"])
+            steps[d] += r.result.stats.num_steps
+            for k_, v in timer.excl.items():
+                acc[d][k_] += v
+                cnt[d][k_] += timer.calls[k_]
+    return acc, cnt, steps, tput, bare
+
+
+def main() -> int:
+    args = parse_args()
+    err = check_args(args)
+    if err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    dtypes, batches = args.dtypes.split(","), [int(b) for b in args.batch.split(",")]
+    torch.set_num_threads(1)
+    from contract.config import ConfigError, load_config
+    from engine.clock import make_clock
+    from engine.serve import build_workload, warmup
 
     try:
         t32, t16, draft, tok, pair_dir = load(args.pair)
@@ -230,27 +269,8 @@ def main() -> int:
             for d in dtypes:
                 warmup(models[d], draft, cfg)
             for key in args.policies.split(","):
-                label, kw = POLICIES[key]
-                acc = {d: defaultdict(float) for d in dtypes}
-                cnt = {d: defaultdict(float) for d in dtypes}
-                steps = {d: 0 for d in dtypes}
-                tput = {d: [] for d in dtypes}
-                bare = {d: [] for d in dtypes}
-                for _ in range(args.repeats):
-                    for d in dtypes:  # A B A B
-                        timer.on = False
-                        r = run_policy(cfg, PolicyConfig(**kw), key, models[d], draft, wl, clock=make_clock("cpu"))
-                        bare[d].append(r.summary["output_throughput"])
-                        timer.reset()
-                        timer.on = True
-                        r = run_policy(cfg, PolicyConfig(**kw), key, models[d], draft, wl, clock=make_clock("cpu"))
-                        timer.on = False
-                        tput[d].append(r.summary["output_throughput"])
-                        steps[d] += r.result.stats.num_steps
-                        for k_, v in timer.excl.items():
-                            acc[d][k_] += v
-                            cnt[d][k_] += timer.calls[k_]
-                report(batch, n, label, dtypes, acc, cnt, steps, tput, bare)
+                parts = profile_policy(args, timer, models, draft, cfg, wl, key, dtypes)
+                report(batch, n, POLICIES[key][0], dtypes, *parts)
     finally:
         for u in undo:
             u()
