@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from contract.profile_table import COLUMNS, axis_weights, blend, write  # noqa: F401  (COLUMNS re-exported)
+from contract.profile_table import axis_weights, blend, write
 from engine import kv as kvm
 from engine.forward import forward, model_device
 

@@ -5,7 +5,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from engine.clock import CpuClock, make_clock  # noqa: F401  (re-exported: engine.run.make_clock)
 from engine.core import Engine, Seq
 from contract.metrics import RequestRecord, StepStats
 
