@@ -117,6 +117,15 @@ class ServerConfig:
                                 "real tokens only), padded N * (1 + max L_i) (right-padded to the longest row); auto = "
                                 "packed in the simulator (simulate, sweep, plan), padded in the engine (engine, profile, "
                                 "validate, calibrate)")
+    scheduler: str = _f("simple", choices=("simple", "vllm"),
+                        doc="simulator step scheduler: simple (admit up to max_batch, prefill priced on top of the "
+                            "step, first token from the first decode step) or vllm (vLLM V1: a token budget per step "
+                            "shared by decodes first, then prefill chunks; the prefill step emits the first token)")
+    max_num_batched_tokens: int = _f(8192, min=1,
+                                     doc="scheduler = vllm: tokens scheduled per step (vLLM's --max-num-batched-tokens; "
+                                         "8192 = its `vllm serve` default on >= 70 GiB GPUs other than A100, 2048 on others)")
+    chunked_prefill: bool = _f(True, doc="scheduler = vllm: split prompts over steps to fit the budget (vLLM "
+                                         "--enable-chunked-prefill; off: a prompt waits for a step with room for it whole)")
 
 
 POLICIES = tuple(REGISTRY)  # the registered policies (theory/policies/__init__.py), in order

@@ -194,13 +194,14 @@ class Replica:
         if self.on_finish is not None:
             self.on_finish(gone_i.shape[0])
 
-    def _speculate(self, n: int, k: int, fast: bool, oracle: bool):
-        """Steps 2-4 for the running batch: (truth, est, passed [n, k] or None, lengths [n], accepted [n]).
-        fast: static acceptance without hooks (only estimates and accepted counts are built)."""
+    def _speculate(self, n: int, k: int, fast: bool, oracle: bool, rows: np.ndarray | None = None):
+        """Steps 2-4 for the running batch (or its first n rows `rows`): (truth, est, passed [n, k] or
+        None, lengths [n], accepted [n]). fast: static acceptance without hooks (only estimates and
+        accepted counts are built)."""
         if k == 0:
             zeros = np.zeros(n, np.int64)
             return None, None, None, zeros, zeros
-        I, acc, policy = self.I, self.acc, self.policy
+        I, acc, policy = (self.I if rows is None else rows), self.acc, self.policy
         pos, slot = I[:, EMIT], I[:, SLOT]
         rem1 = I[:, OUT] - pos - 1  # drafts that can still be used
         if fast:

@@ -136,6 +136,17 @@ def _router(env, replicas, cfg: Config):
         rep.notify()
 
 
+def make_replica(cfg: Config, env, index: int, queue, cost, sink, progress, hook):
+    """One replica with the configured step scheduler (server.scheduler: simple, or vllm: sim/vllm_sched.py)."""
+    args = (env, index, queue, None, cost, make_acceptance(cfg), cfg.server.max_batch, sink)
+    if cfg.server.scheduler == "vllm":
+        from sim.vllm_sched import VllmReplica
+
+        return VllmReplica(*args, on_finish=progress, on_step=hook, budget=cfg.server.max_num_batched_tokens,
+                           chunked=cfg.server.chunked_prefill)
+    return Replica(*args, on_finish=progress, on_step=hook)
+
+
 def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, progress=None,
                     on_step=None, keep_steps: bool = False, writer=None, exact_limit: int = 1 << 16,
                     prepared: Prepared | None = None) -> PolicyResult:
@@ -155,7 +166,7 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
     def step_hook(rep, info):
         if steps is not None:
             steps.append((label, rep.index, rep.stats.num_steps, info["start_s"], info["dt"], info["batch"], info["drafts"],
-                          int(info["lengths"].sum()), int(info["accepted"].sum()), int(info["emitted"].sum()), info["prefill_s"]))
+                          int(info["lengths"].sum()), int(info["accepted"].sum()), int(info["emitted"].sum()) + len(info.get("first_ids", ())), info["prefill_s"]))
         if on_step is not None:
             on_step(rep, info)
 
@@ -163,8 +174,7 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
     replicas = []
     for r in range(nrep):
         queue = RequestQueue(iter_request_chunks(cfg) if nrep == 1 else None)
-        rep = Replica(env, r, queue, None, cost, make_acceptance(cfg), cfg.server.max_batch, sink,
-                      on_finish=progress, on_step=hook)
+        rep = make_replica(cfg, env, r, queue, cost, sink, progress, hook)
         rep.policy = make_policy(pcfg, step_time=rep.step_time if needs_step_time(pcfg) else None, layout=cost.layout)
         replicas.append(rep)
         env.process(rep.run())
