@@ -71,6 +71,12 @@ def add_commands(sub) -> None:
         "(goals met / missed); --strict exits 1 when a goal is missed. Writes validate.json, validate.md, "
         "scatter.png to --out.")
     _config_args(p)
+    p.add_argument("--measured", default="", metavar="RESULT.json",
+                   help="validate against a `vllm bench serve --save-result` JSON instead of running the engine: "
+                   "simulate the same workload with the configured cost model and policy (docs/validation.md)")
+    p.add_argument("--metrics", default="", metavar="PROM.txt",
+                   help="with --measured: a Prometheus text dump of the vLLM server's /metrics; its spec-decode "
+                   "counters give the acceptance model")
     p.add_argument("--policies", default="none,fixed,tetris", help="comma list (default none,fixed,tetris)")
     p.add_argument("--loads", default="offline,0.5,0.9", help="offline and/or fractions of measured capacity (default offline,0.5,0.9)")
     p.add_argument("--profile", default="", metavar="CSV", help="reuse this `tetris profile` table instead of profiling")

@@ -124,6 +124,12 @@ def _pick(summary: dict) -> dict:
 
 
 def run(args) -> int:
+    if getattr(args, "measured", ""):
+        from analysis.validate_measured import run_measured
+
+        return run_measured(args)
+    if getattr(args, "metrics", ""):
+        raise ConfigError("--metrics: only with --measured RESULT.json")
     if args.repeats < 1:
         raise ConfigError(f"--repeats {args.repeats}: expected >= 1")
     policies = parse_policies(args.policies)
