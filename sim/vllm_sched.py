@@ -98,6 +98,40 @@ class VllmReplica(Replica):
         return c.prefill_s * admitted + c.prefill_per_token_s * prefill_tokens, draft, target
 
     # ------------------------------------------------------------ the process
+    FAST_DECODE = True  # decode-only steps within the budget take _decode_step (same result, fewer numpy calls)
+
+    def _arrived(self, now: float) -> bool:
+        nxt = self.queue.next_arrival()
+        return nxt is not None and nxt <= now
+
+    def _decode_step(self, k, truth, est, passed, lengths, accepted):
+        """A step of decodes only, every window whole within the budget (the general path's special case)."""
+        env, I = self.env, self.I
+        n = I.shape[0]
+        prefill, draft_s, target_s = self._step_cost(n, n, k, lengths, 0, 0, self.context)
+        dt = draft_s + target_s
+        emitted = accepted + 1
+        if self.on_step is not None:
+            self.on_step(self, dict(start_s=env.now, dt=dt, batch=n, drafts=k, ids=I[:, ID].copy(),
+                                    arrival=self.F[:, ARRIVAL].copy(), pos=I[:, EMIT].copy(), truth=truth, est=est,
+                                    passed=passed, lengths=lengths, accepted=accepted, emitted=emitted, prefill_s=0.0,
+                                    tokens=n + int(lengths.sum()), prefill_tokens=0, prefill_ids=I[:0, ID].copy(),
+                                    first_ids=I[:0, ID].copy(), decodes=n, admitted=0))
+        yield env.timeout(dt)
+        self.policy.observe(lengths, accepted)
+        stats = self.stats
+        stats.add_step(n, k, lengths, accepted, emitted)
+        stats.target_s += target_s
+        stats.draft_s += draft_s
+        I = self.I
+        I[:, EMIT] += emitted
+        total = int(emitted.sum())
+        self.outstanding -= total
+        self.ctx_sum += total
+        fin = I[:, EMIT] >= I[:, OUT]
+        if fin.any():
+            self._retire(env.now, fin)
+
     def run(self):
         env = self.env
         floor = 0.0
@@ -119,6 +153,10 @@ class VllmReplica(Replica):
             else:
                 truth = est = passed = None
                 lengths = accepted = np.zeros(0, np.int64)
+            if self.FAST_DECODE and nd == nrun and nd and nd + int(lengths.sum()) <= self.budget and (
+                    nrun >= self.max_batch or not self._arrived(now)):
+                yield from self._decode_step(k, truth, est, passed, lengths, accepted)
+                continue
             ask = np.concatenate([1 + lengths, I[nd:, PROMPT] - I[nd:, DONE]])
             before = np.concatenate([[0], np.cumsum(ask)[:-1]]) if nrun else ask
             take = np.minimum(ask, np.maximum(self.budget - before, 0))

@@ -115,3 +115,28 @@ def test_the_new_keys_leave_the_simple_scheduler_alone():
     assert ra.summary == rb.summary
     for key in ra.columns:
         assert np.array_equal(ra.columns[key], rb.columns[key])
+
+
+@pytest.mark.parametrize("policy", [{"name": "tetris", "k": 2, "extra": 2}, {"name": "none"}])
+def test_the_decode_only_fast_path_changes_nothing(monkeypatch, policy):
+    # VllmReplica._decode_step (steps of decodes only, within the budget) against the general path
+    from sim.vllm_sched import VllmReplica
+
+    cfg = load_config(base={"seed": 9, "workload": {"arrival": "poisson", "rate": 50.0, "num_requests": 80,
+                                                     "prompt_len": {"dist": "uniform", "low": 1, "high": 300}},
+                            "acceptance": {"model": "mixture"}, "cost": {"model": "linear", "per_token_s": 1e-4},
+                            "server": vllm_server(max_batch=8, max_num_batched_tokens=64), "policy": policy})
+    calls, orig = [], VllmReplica._decode_step
+
+    def counted(self, *a):
+        calls.append(1)
+        yield from orig(self, *a)
+
+    monkeypatch.setattr(VllmReplica, "_decode_step", counted)
+    fast = simulate_policy(cfg, cfg.policy)
+    assert 0 < len(calls) < fast.summary["num_steps"]  # both paths ran
+    monkeypatch.setattr(VllmReplica, "FAST_DECODE", False)
+    slow = simulate_policy(cfg, cfg.policy)
+    assert fast.summary == slow.summary and fast.summary["num_steps"] > 0
+    for key in fast.columns:
+        assert np.array_equal(fast.columns[key], slow.columns[key])
