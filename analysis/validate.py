@@ -138,6 +138,9 @@ def run(args) -> int:
     cfg = with_layout(load_config(args.config, list(args.set or []), base=VALIDATE_BASE), "engine")
     if cfg.workload.arrival != "offline":
         raise ConfigError("workload.arrival: validate makes its own arrivals (--loads); leave it 'offline'")
+    if cfg.server.scheduler != "simple":  # calibrate.simulate_like_engine maps the native engine onto the simple loop
+        raise ConfigError(f"server.scheduler: {cfg.server.scheduler!r} is not supported against the native engine "
+                          "(it models vLLM: use it with --measured); leave it 'simple'")
     if cfg.engine.temperature > 0:
         print("note: temperature > 0: outputs differ between runs, so the trace replay is approximate", file=sys.stderr)
     from contract.outpaths import check_out_dir, default_run_folder

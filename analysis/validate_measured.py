@@ -125,7 +125,7 @@ def measure(args, tmp: Path, trace_name: str = "workload.csv"):
     counters = bs.read_metrics(args.metrics) if args.metrics else None
     cfg, src, notes = build_config(result, counters, args.config, args.set, tmp / trace_name)
     sim, res, sim_rates = simulate(cfg)
-    label = cfg.policy.name if cfg.policy.name not in ("fixed",) else f"fixed k={cfg.policy.k}"
+    label = f"fixed k={cfg.policy.k}" if cfg.policy.name == "fixed" else cfg.policy.name
     measured = {m: v for m, v in bs.measured_metrics(result).items() if m in METRICS + ("request_throughput",)}
     src["rates_simulated"] = sim_rates
     return cfg, {"policies": {label: {"measured": measured, "simulated": sim}},

@@ -81,6 +81,7 @@ def test_parse_inputs():
     (["validate", "--set", "workload.arrival=poisson"], "workload.arrival"),
     (["validate", "--set", "server.max_batch=0"], "server.max_batch"),
     (["validate", "--repeats", "0"], "--repeats"),
+    (["validate", "--set", 'server.scheduler="vllm"'], "server.scheduler"),
 ])
 def test_validate_bad_input_exits_2(argv, word, capsys, tmp_path):
     import tetris_cli
