@@ -9,6 +9,9 @@ Variants: cfg.sweep is a list of inline tables laid over [policy] (each may set
 it). An empty sweep runs [policy] alone, labelled by its name.
 Every variant replays the same workload and acceptance draws (same seed).
 
+Each replica steps with the simple loop (sim/replica.py) or, with server.scheduler = "vllm",
+vLLM V1's token-budget scheduler (sim/vllm_sched.py).
+
 Several replicas (server.replicas > 1) sit behind a router process that hands
 each arriving request to one replica: round_robin, or least_tokens (fewest
 output tokens still to emit, running + queued; ties to the lowest index).

@@ -162,7 +162,7 @@ class VllmReplica(Replica):
             take = np.minimum(ask, np.maximum(self.budget - before, 0))
             used = int(take.sum())
             # 2. waiting requests (vLLM skips this when it preempted; no preemption is modelled)
-            admitted, new_tokens = (self._admit_waiting(now, self.budget - used, drafting)
+            admitted, _ = (self._admit_waiting(now, self.budget - used, drafting)
                                     if nrun < self.max_batch and used < self.budget else (0, 0))
             I = self.I
             n = I.shape[0]
