@@ -90,7 +90,7 @@ def test_a_prompt_larger_than_the_budget_without_chunking_is_a_config_error(tmp_
 @pytest.mark.parametrize("policy", [{"name": "tetris", "k": 2, "extra": 2}, {"name": "fixed", "k": 3}, {"name": "dsd"}])
 def test_budget_seats_and_tokens_invariants(policy):
     # a Poisson workload with mixed prompts: every step schedules <= budget tokens and <= max_batch
-    # requests, and every request gets exactly its output length (the run drains).
+    # requests, every request gets exactly its output length (the run drains), none before arriving.
     budget, seats = 96, 6
     cfg = load_config(base={"seed": 4, "workload": {"arrival": "poisson", "rate": 40.0, "num_requests": 60,
                                                      "prompt_len": {"dist": "uniform", "low": 1, "high": 200},
@@ -103,6 +103,7 @@ def test_budget_seats_and_tokens_invariants(policy):
     assert res.summary["num_requests"] == 60
     assert res.summary["output_tokens"] == int(res.columns["output_len"].sum())
     assert np.all(res.columns["first_token_s"] <= res.columns["finish_s"])
+    assert np.all(res.columns["first_token_s"] > res.columns["arrival_s"])  # nobody served before arriving
 
 
 def test_the_new_keys_leave_the_simple_scheduler_alone():
