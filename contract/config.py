@@ -117,6 +117,11 @@ class ServerConfig:
                                 "real tokens only), padded N * (1 + max L_i) (right-padded to the longest row); auto = "
                                 "packed in the simulator (simulate, sweep, plan), padded in the engine (engine, profile, "
                                 "validate, calibrate)")
+    max_queue: int = _f(256, min=0, doc="tetris serve: requests waiting beyond the max_batch running ones; more get 429")
+    shutdown_grace_s: float = _f(10.0, min=0.0,
+                                 doc="tetris serve: seconds in-flight requests may take to finish after SIGINT/SIGTERM; "
+                                     "then they end with an error")
+    model_name: str = _f("", doc="tetris serve: the model id clients send (\"\" = derived from engine.pair)")
 
 
 POLICIES = tuple(REGISTRY)  # the registered policies (theory/policies/__init__.py), in order
