@@ -127,7 +127,7 @@ async def _events(state: ServeState, job, queue: asyncio.Queue, ts: TextStream):
                 delta = ts.add(val)
                 if ts.finish_reason is not None:
                     finished = True
-                    state.loop.abort(job)  # EOS or a stop string: the engine drops it at its next step
+                    state.loop.abort(job, "stop")  # EOS or a stop string: the engine drops it at its next step
                     yield delta, ts.finish_reason
                     return
                 if delta:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from engine.core import Seq
@@ -42,7 +42,7 @@ class Job:
     last: float = 0.0
     sent: int = 0  # output tokens handed out
     aborted: bool = False
-    itls: list = field(default_factory=list)
+    abort_reason: str = "abort"  # finished_reason counted for an aborted job ("stop": EOS / stop string)
 
 
 class EngineLoop:
@@ -85,7 +85,8 @@ class EngineLoop:
         self._wake.set()
         return job
 
-    def abort(self, job: Job) -> None:
+    def abort(self, job: Job, reason: str = "abort") -> None:
+        job.abort_reason = reason
         job.aborted = True
         self._wake.set()
 
@@ -194,11 +195,11 @@ class EngineLoop:
         with self._lock:
             self.active -= 1
         if job.aborted:
-            reason = "abort"
+            reason = job.abort_reason
         elif reason is not None:
             job.on_event(("done", reason))
         if self.metrics is not None and job.sent:
-            self.metrics.on_finish(reason or "abort", job.arrival, job.admitted, job.first, job.last,
+            self.metrics.on_finish(reason, job.arrival, job.admitted, job.first, job.last,
                                    len(job.seq.prompt), job.sent)
 
     def _fail_all(self, message: str) -> None:
