@@ -235,6 +235,7 @@ def test_bench_client_result_format(server, reference):
             assert np.isfinite(res[f"{s}_{m}_ms"])
     assert res["mean_ttft_ms"] > 0 and res["output_throughput"] > 0
     assert 1.0 < res["spec_decode_acceptance_length"] <= 3.0  # k = 2: at most 2 accepted + 1
+    assert res["server_cpu_s"] > 0
 
 
 def test_openai_python_client(server, reference):

@@ -10,7 +10,9 @@ ignore_eos = true, temperature = engine.temperature, streaming with usage. The c
 in-house one (httpx, asyncio); its metric definitions follow vLLM's benchmarks/serve.py:
 ttft = first streamed chunk - send; itl = gaps between chunks; tpot = (e2el - ttft) / (output - 1)
 per request with output > 1; throughputs over the benchmark duration (first send to last answer).
-Spec-decode fields come from the server's /metrics counters (after - before), as vLLM's client does.
+Spec-decode fields come from the server's /metrics counters (after - before), as vLLM's client does;
+server_cpu_s / server_cpu_ms_per_output_token (not in vLLM's format) from process_cpu_seconds_total
+where the server exports it (tetris serve does).
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def parse_metrics(text: str) -> dict:
     """{name or name{position=..}: value} for the spec-decode counters of a Prometheus text page."""
     out = {}
     for line in text.splitlines():
-        if not line.startswith("vllm:spec_decode"):
+        if not (line.startswith("vllm:spec_decode") or line.startswith("process_cpu_seconds_total")):
             continue
         m = re.match(r'([^{\s]+)(\{[^}]*\})?\s+([-+0-9.eEinfaN]+)', line)
         if not m:
@@ -155,7 +157,12 @@ def run_bench(cfg: Config, base_url: str, model: str | None = None, label: str =
             "endpoint_type": "openai", "client": "tetris bench-serve (httpx)", "label": label, "model_id": model,
             "base_url": base_url, "num_prompts": len(reqs), "request_rate": rate,
             "burstiness": 1.0, "max_concurrency": None}
-    return head | summarize(outs, duration, spec)
+    res = head | summarize(outs, duration, spec)
+    if "process_cpu_seconds_total" in spec:  # not in vLLM's format: the server's CPU seconds during the run
+        cpu = spec["process_cpu_seconds_total"]
+        res["server_cpu_s"] = cpu
+        res["server_cpu_ms_per_output_token"] = 1e3 * cpu / res["total_output_tokens"] if res["total_output_tokens"] else 0.0
+    return res
 
 
 def _stats(name: str, xs: list[float]) -> dict:

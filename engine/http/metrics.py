@@ -15,12 +15,14 @@ vllm:time_to_first_token_seconds, vllm:inter_token_latency_seconds (one observat
 gave the request tokens), vllm:request_time_per_output_token_seconds and its older name
 vllm:time_per_output_token_seconds (per finished request: decode time / (tokens - 1)),
 vllm:e2e_request_latency_seconds, vllm:request_queue_time_seconds, vllm:request_prompt_tokens,
-vllm:request_generation_tokens.
+vllm:request_generation_tokens. Also the standard process_* metrics (process_cpu_seconds_total:
+`tetris bench-serve` reports the server's CPU seconds per run, a figure a shared machine's load
+does not inflate the way it inflates wall-clock latencies).
 """
 from __future__ import annotations
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for app.py)
 from prometheus_client import disable_created_metrics
 
@@ -37,6 +39,7 @@ TOKEN_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 class ServeMetrics:
     def __init__(self, model_name: str, running=lambda: 0, waiting=lambda: 0):
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total etc. (bench-serve reads the CPU seconds)
         r, lab = self.registry, ["model_name", "engine"]
         self.labels = {"model_name": model_name, "engine": "0"}
 
