@@ -15,7 +15,8 @@ import threading
 import time
 
 # module path -> provides `add_commands(subparsers)`
-_PARTS = ("contract.cli", "sim.cli", "engine.cli", "engine.lossless_cli", "engine.smollm.cli", "analysis.cli")
+_PARTS = ("contract.cli", "sim.cli", "engine.cli", "engine.lossless_cli", "engine.smollm.cli", "engine.http.cli",
+          "analysis.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

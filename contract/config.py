@@ -126,6 +126,11 @@ class ServerConfig:
                                          "8192 = its `vllm serve` default on >= 70 GiB GPUs other than A100, 2048 on others)")
     chunked_prefill: bool = _f(True, doc="scheduler = vllm: split prompts over steps to fit the budget (vLLM "
                                          "--enable-chunked-prefill; off: a prompt waits for a step with room for it whole)")
+    max_queue: int = _f(256, min=0, doc="tetris serve: requests waiting beyond the max_batch running ones; more get 429")
+    shutdown_grace_s: float = _f(10.0, min=0.0,
+                                 doc="tetris serve: seconds in-flight requests may take to finish after SIGINT/SIGTERM; "
+                                     "then they end with an error")
+    model_name: str = _f("", doc="tetris serve: the model id clients send (\"\" = derived from engine.pair)")
 
 
 POLICIES = tuple(REGISTRY)  # the registered policies (theory/policies/__init__.py), in order
