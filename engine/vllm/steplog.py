@@ -1,0 +1,73 @@
+"""Per-step log of a vLLM run: a Scheduler subclass (SchedulerConfig.scheduler_cls) writing one
+JSON line per engine step to the file named by TETRIS_VLLM_STEPLOG (the engine-core process).
+
+Line format (STEPLOG_FIELDS; times are time.monotonic() seconds, the clock of RequestOutput.metrics):
+  {"step": i, "start_s": schedule() entered, "end_s": update_from_output() entered (the model ran),
+   "requests": [project request ids], "tokens": [tokens scheduled per request],
+   "drafts": [draft tokens verified per request], "accepted": [accepted drafts per request],
+   "emitted": [tokens emitted per request this step], "decode": [bool: the request had emitted a
+   token before this step (else it is in prefill)]}
+steps_to_stats() folds the decode rows into contract.metrics.StepStats (what the native engine
+counts per step), so summary.json's acceptance metrics come from the same definitions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from vllm.v1.core.sched.scheduler import Scheduler
+
+STEPLOG_ENV = "TETRIS_VLLM_STEPLOG"
+STEPLOG_FIELDS = ("step", "start_s", "end_s", "requests", "tokens", "drafts", "accepted", "emitted", "decode")
+
+
+def project_id(req_id: str) -> int:
+    """vLLM makes internal ids '<ours>-<8 hex>' (input_processor); ours is the project request id."""
+    return int(str(req_id).split("-")[0])
+
+
+class StepLogScheduler(Scheduler):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        path = os.environ.get(STEPLOG_ENV, "")
+        self._log = open(path, "a", buffering=1 << 16) if path else None
+        self._step = 0
+        self._start = 0.0
+        self._emitted_before: set[str] = set()
+
+    def schedule(self, *args, **kwargs):
+        self._start = time.monotonic()
+        return super().schedule(*args, **kwargs)
+
+    def update_from_output(self, scheduler_output, model_runner_output):
+        end = time.monotonic()
+        if self._log is not None and scheduler_output.total_num_scheduled_tokens > 0:
+            self._write(scheduler_output, model_runner_output, end)
+        return super().update_from_output(scheduler_output, model_runner_output)
+
+    def _write(self, so, mro, end: float) -> None:
+        rec = {"step": self._step, "start_s": self._start, "end_s": end, "requests": [], "tokens": [],
+               "drafts": [], "accepted": [], "emitted": [], "decode": []}
+        sampled = mro.sampled_token_ids or []
+        for rid, n in so.num_scheduled_tokens.items():
+            idx = mro.req_id_to_index.get(rid)
+            gen = len(sampled[idx]) if idx is not None and idx < len(sampled) else 0
+            drafts = len(so.scheduled_spec_decode_tokens.get(rid, ()))
+            rec["requests"].append(project_id(rid))
+            rec["tokens"].append(int(n))
+            rec["drafts"].append(drafts)
+            rec["accepted"].append(max(gen - 1, 0) if drafts else 0)
+            rec["emitted"].append(gen)
+            rec["decode"].append(rid in self._emitted_before)
+            if gen:
+                self._emitted_before.add(rid)
+        self._step += 1
+        self._log.write(json.dumps(rec) + "\n")
+        self._log.flush()
+
+    def shutdown(self):
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return super().shutdown()
