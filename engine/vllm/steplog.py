@@ -6,7 +6,8 @@ Line format (STEPLOG_FIELDS; times are time.monotonic() seconds, the clock of Re
    "requests": [project request ids], "tokens": [tokens scheduled per request],
    "drafts": [draft tokens verified per request], "accepted": [accepted drafts per request],
    "emitted": [tokens emitted per request this step], "decode": [bool: the request had emitted a
-   token before this step (else it is in prefill)]}
+   token before this step (else it is in prefill)], "context": [tokens in its KV cache before this
+   step], "k": draft tokens proposed per request this step (the speculative config's K; 0 = none)}
 steps_to_stats() folds the decode rows into contract.metrics.StepStats (what the native engine
 counts per step), so summary.json's acceptance metrics come from the same definitions.
 """
@@ -19,7 +20,8 @@ import time
 from vllm.v1.core.sched.scheduler import Scheduler
 
 STEPLOG_ENV = "TETRIS_VLLM_STEPLOG"
-STEPLOG_FIELDS = ("step", "start_s", "end_s", "requests", "tokens", "drafts", "accepted", "emitted", "decode")
+STEPLOG_FIELDS = ("step", "start_s", "end_s", "requests", "tokens", "drafts", "accepted", "emitted", "decode",
+                  "context", "k")
 
 
 def project_id(req_id: str) -> int:
@@ -35,6 +37,8 @@ class StepLogScheduler(Scheduler):
         self._step = 0
         self._start = 0.0
         self._emitted_before: set[str] = set()
+        spec = getattr(self.vllm_config, "speculative_config", None)
+        self._k = int(spec.num_speculative_tokens) if spec is not None else 0
 
     def schedule(self, *args, **kwargs):
         self._start = time.monotonic()
@@ -48,7 +52,7 @@ class StepLogScheduler(Scheduler):
 
     def _write(self, so, mro, end: float) -> None:
         rec = {"step": self._step, "start_s": self._start, "end_s": end, "requests": [], "tokens": [],
-               "drafts": [], "accepted": [], "emitted": [], "decode": []}
+               "drafts": [], "accepted": [], "emitted": [], "decode": [], "context": [], "k": self._k}
         sampled = mro.sampled_token_ids or []
         for rid, n in so.num_scheduled_tokens.items():
             idx = mro.req_id_to_index.get(rid)
@@ -60,6 +64,8 @@ class StepLogScheduler(Scheduler):
             rec["accepted"].append(max(gen - 1, 0) if drafts else 0)
             rec["emitted"].append(gen)
             rec["decode"].append(rid in self._emitted_before)
+            req = self.requests.get(rid)
+            rec["context"].append(int(req.num_computed_tokens) - int(n) if req is not None else -1)
             if gen:
                 self._emitted_before.add(rid)
         self._step += 1
