@@ -57,7 +57,7 @@ def prepare_env(proposer: dict | None, cpufix: bool = True, threads: int = 0) ->
 
     os.environ[TETRIS_ENV] = json.dumps(proposer) if proposer else ""
     os.environ[CPUFIX_ENV] = "1" if cpufix else "0"
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
