@@ -11,9 +11,10 @@ lengths, the same prompt token ids), one vLLM engine per policy variant:
   dsd     draft_model with vLLM's num_speculative_tokens_per_batch_size: one k per batch size,
           the k of the project's DSD goodput rule at the fitted acceptance (see dsd_schedule);
 other policies: ConfigError. Requests are added at their arrival times (offline: all at t = 0)
-and the LLMEngine is stepped until all finish; output_len tokens each (ignore_eos). Times are
-wall-clock (time.monotonic, vLLM's RequestOutput.metrics clock): engine.clock = "cpu" cannot
-count vLLM's separate processes. Per-step log: engine/vllm/steplog.py, kept in the run folder
+and the LLMEngine is stepped until all finish; output_len tokens each (ignore_eos). Times:
+engine.clock = "wall": time.monotonic (vLLM's RequestOutput.metrics clock); "cpu" (offline only):
+CPU seconds of vLLM's engine-core and worker processes from the step log (all their threads),
+steady on a shared box like the native engine's CPU clock. Per-step log: engine/vllm/steplog.py, kept in the run folder
 as steps-<label>.jsonl (see write_steps).
 """
 from __future__ import annotations
@@ -138,6 +139,27 @@ class VllmResult:  # the fields of engine.run.RunResult that write_run and summa
     step_s: float = 0.0
 
 
+def cpu_records(records: list, steps: list[dict]) -> list:
+    """engine.clock = "cpu": each request's first-token / finish time = the CPU seconds of vLLM's
+    engine-core + worker processes (from the first step's start) at the end of the step that
+    emitted its first / last token. Offline only (arrivals are all at 0)."""
+    from contract.metrics import RequestRecord
+
+    if not steps:
+        return records
+    origin = steps[0]["cpu_start_s"]
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    for s in steps:
+        t = s["cpu_end_s"] - origin
+        for rid, e in zip(s["requests"], s["emitted"]):
+            if e:
+                first.setdefault(rid, t)
+                last[rid] = t
+    return [RequestRecord(r.id, 0.0, first.get(r.id, r.first_token_s), last.get(r.id, r.finish_s), r.prompt_len,
+                          r.output_len) for r in records]
+
+
 def counters(llm) -> dict:
     """vLLM's spec-decode counters: {name: value or [values]}."""
     out = {}
@@ -166,13 +188,17 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, pair, wl, workdir: P
         shutdown(llm)
     seqs, records = collect(cfg, wl, done, t0, offline)
     steps = read_steps(steplog)
+    if cfg.engine.clock == "cpu":
+        records = cpu_records(records, steps)
     k_drafted = 0 if spec is None else spec["num_speculative_tokens"]
     stats = steps_to_stats(steps, k_drafted)
     duration = max((r.finish_s for r in records), default=0.0)
     s = summarize(records, stats, duration, cfg.slo)
     step_s = sum(x["end_s"] - x["start_s"] for x in steps)
+    if cfg.engine.clock == "cpu":
+        step_s = sum(x["cpu_end_s"] - x["cpu_start_s"] for x in steps)
     s.update(select_time_s=0.0, step_time_s=step_s, select_share=0.0, estimator="max_prob" if table else "none",
-             temperature=cfg.engine.temperature, clock="wall", backend="vllm", vllm_version=setup.installed_version(),
+             temperature=cfg.engine.temperature, clock=cfg.engine.clock, backend="vllm", vllm_version=setup.installed_version(),
              vllm_counters=count)
     res = VllmResult(seqs, records, stats, duration, 0.0, step_s)
     run = PolicyRun(label, s, res, [], [], pcfg)
@@ -197,9 +223,9 @@ def run_config(cfg: Config, only: str | None = None, progress: bool = True, todo
     check_policies(cfg, todo)
     if cfg.engine.device == "cuda":
         setup.check_cuda()
-    if cfg.engine.clock == "cpu":
-        print("tetris engine: note: engine.backend = vllm times on the wall clock (vLLM runs in several "
-              "processes; engine.clock = 'cpu' cannot count them)", file=sys.stderr)
+    if cfg.engine.clock == "cpu" and cfg.workload.arrival != "offline":
+        raise ConfigError("engine.clock = 'cpu' with engine.backend = vllm: offline arrivals only "
+                          "(vLLM's arrivals are wall-clock); use engine.clock = 'wall'")
     from engine.serve import build_workload
     from engine.vllm.models import vllm_pair
     from engine.pairs import resolve_pair
