@@ -108,6 +108,11 @@ def _engine(args) -> int:
                              calibration=bool(args.calibration_report), todo=todo)
     wall = time.perf_counter() - t0
     write_run(out, cfg, results, dump_outputs=args.dump_outputs, extra_files=extra)
+    if extra:  # the vLLM step logs now live in the run folder; drop their temporary folder
+        import shutil
+
+        for folder in {Path(src).parent for src in extra.values()}:
+            shutil.rmtree(folder, ignore_errors=True)
     if args.calibration_report:
         from engine.calibration import write_report
 
