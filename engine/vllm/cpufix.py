@@ -26,13 +26,22 @@ def expand_batch_to_tokens(x: torch.Tensor, cu_num_tokens: torch.Tensor, num_tok
     return out
 
 
-def install() -> bool:
-    """Replace vLLM's expand_batch_to_tokens on the CPU platform; True when installed."""
+def broken_expand(x, cu_num_tokens, num_tokens, replace_from=0, replace_to=0):
+    """NEGATIVE CONTROL only (TETRIS_VLLM_CPUFIX=break): a deterministic wrong expansion (float
+    values, i.e. temperatures and top-p, scaled by 1/4), standing in for the unfixed kernel, whose
+    garbage depends on what the allocator hands out and so is not reproducible."""
+    out = expand_batch_to_tokens(x, cu_num_tokens, num_tokens, replace_from, replace_to)
+    return out * 0.25 if out.is_floating_point() else out
+
+
+def install(mode: str = "1") -> bool:
+    """Replace vLLM's expand_batch_to_tokens on the CPU platform ("1": the fix; "break": the
+    negative control); True when installed."""
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
         return False
     from vllm.v1.sample import rejection_sampler
 
-    rejection_sampler.expand_batch_to_tokens = expand_batch_to_tokens
+    rejection_sampler.expand_batch_to_tokens = broken_expand if mode == "break" else expand_batch_to_tokens
     return True

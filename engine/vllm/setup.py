@@ -48,7 +48,7 @@ def is_supported(version: str) -> bool:
     return ".".join(parts[:2]) == SUPPORTED
 
 
-def prepare_env(proposer: dict | None, cpufix: bool = True, threads: int = 0) -> None:
+def prepare_env(proposer: dict | None, cpufix: bool | str = True, threads: int = 0) -> None:
     """Process environment for an in-process vLLM engine: the policy table the TETRIS proposer
     reads (None: plain vLLM's proposer), the CPU fix switch (engine/vllm/plugin.py reads both in
     every vLLM process), vLLM's CPU threads, and the bundled Intel OpenMP runtime (LD_PRELOAD
@@ -56,7 +56,7 @@ def prepare_env(proposer: dict | None, cpufix: bool = True, threads: int = 0) ->
     import json
 
     os.environ[TETRIS_ENV] = json.dumps(proposer) if proposer else ""
-    os.environ[CPUFIX_ENV] = "1" if cpufix else "0"
+    os.environ[CPUFIX_ENV] = cpufix if isinstance(cpufix, str) else ("1" if cpufix else "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
