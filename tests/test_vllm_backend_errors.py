@@ -64,3 +64,11 @@ def test_spec_configs():
     assert spec["num_speculative_tokens"] == 4 and table["k"] == 2 and table["extra"] == 2
     spec, _ = runner.spec_config(PolicyConfig(name="dsd", k=3, disable_batch=4), d, 8)
     assert spec["num_speculative_tokens_per_batch_size"] == [(1, 4, 3), (5, 8, 0)]
+
+
+@pytest.mark.skipif(setup.installed_version() is not None, reason="vLLM is installed in this environment")
+def test_validate_routes_to_vllm_check(tmp_path):
+    """validate never silently validates the native engine when the key says vllm."""
+    r = _cli("validate", "--set", 'engine.backend="vllm"', "--out", str(tmp_path / "v"))
+    assert r.returncode == 2, r.stderr
+    assert setup.INSTALL_HINT in r.stderr and not (tmp_path / "v").exists()
