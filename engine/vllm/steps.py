@@ -36,10 +36,11 @@ def steps_to_stats(steps: list[dict], drafts: int) -> StepStats:
 FEATURES = ("1", "batch", "tokens", "batch_x_k", "context_tokens")  # the step-time fit's columns
 
 
-def fit_step_time(steps: list[dict]) -> dict:
+def fit_step_time(steps: list[dict], clock: str = "wall") -> dict:
     """Least squares over decode-only steps (no request in prefill):
         step_s = c0 + c1 * batch + c2 * tokens scheduled + c3 * batch * K + c4 * sum of contexts
     (K: drafts proposed per request this step: vLLM drafts for the next step inside this one).
+    clock: "wall" (end_s - start_s) or "cpu" (cpu_end_s - cpu_start_s: vLLM's processes' CPU seconds).
     Returns {"coef": {feature: seconds}, "steps": n, "rel_rmse": ...}."""
     import numpy as np
 
@@ -49,7 +50,7 @@ def fit_step_time(steps: list[dict]) -> dict:
             continue
         n = len(s["requests"])
         rows.append([1.0, n, sum(s["tokens"]), n * s.get("k", 0), sum(max(c, 0) for c in s["context"])])
-        y.append(s["end_s"] - s["start_s"])
+        y.append(s["cpu_end_s"] - s["cpu_start_s"] if clock == "cpu" else s["end_s"] - s["start_s"])
     if len(rows) < len(FEATURES):
         raise ValueError(f"step log: {len(rows)} decode-only steps; need at least {len(FEATURES)} to fit")
     a, b = np.array(rows), np.array(y)
@@ -83,10 +84,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", default="1,2,4,8,16")
     ap.add_argument("--tokens", default="1,2,3,4,5,6")
     ap.add_argument("--context", default="64,256,512")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="step seconds: wall or CPU (cpu_*_s)")
     a = ap.parse_args(argv)
     steps = [s for p in a.steps for s in read_steps(p)]
     try:
-        fit = fit_step_time(steps)
+        fit = fit_step_time(steps, a.clock)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
