@@ -136,6 +136,10 @@ def run(args) -> int:
     loads = parse_loads(args.loads)
     # the engine's verify layout, resolved once: every engine run and simulation below prices the same pass
     cfg = with_layout(load_config(args.config, list(args.set or []), base=VALIDATE_BASE), "engine")
+    if cfg.engine.backend == "vllm":  # docs/vllm.md; never a silent native run
+        from engine.vllm.validate_route import check_validate
+
+        check_validate(cfg)
     if cfg.workload.arrival != "offline":
         raise ConfigError("workload.arrival: validate makes its own arrivals (--loads); leave it 'offline'")
     if cfg.server.scheduler != "simple":  # calibrate.simulate_like_engine maps the native engine onto the simple loop

@@ -157,6 +157,8 @@ class SloConfig:
 
 @dataclass
 class EngineConfig:
+    backend: str = _f("native", choices=("native", "vllm"),
+                      doc="native = this project's engine; vllm = vLLM's offline engine (docs/vllm.md; scripts/setup_vllm.sh)")
     pair: str = _f("", doc="folder holding target/ and draft/; empty = the committed pair")
     device: str = _f("cpu", choices=("cpu", "cuda"))
     temperature: float = _f(0.0, min=0.0, doc="0 = greedy")

@@ -96,10 +96,23 @@ def _engine(args) -> int:
     if note:
         print(note + f" (at ~{ENGINE_TOKENS_PER_S:.0f} tokens/s, the committed pair on one CPU core)", file=sys.stderr)
     t0 = time.perf_counter()
-    results = run_config(cfg, only=args.policy, progress=not args.quiet,
-                         calibration=bool(args.calibration_report), todo=todo)
+    extra = None
+    if cfg.engine.backend == "vllm":  # docs/vllm.md
+        from engine.vllm.runner import check_backend_args, run_config as run_vllm, step_files
+
+        check_backend_args(cfg, args, todo)
+        results = run_vllm(cfg, only=args.policy, progress=not args.quiet, todo=todo)
+        extra = step_files(results)
+    else:
+        results = run_config(cfg, only=args.policy, progress=not args.quiet,
+                             calibration=bool(args.calibration_report), todo=todo)
     wall = time.perf_counter() - t0
-    write_run(out, cfg, results, dump_outputs=args.dump_outputs)
+    write_run(out, cfg, results, dump_outputs=args.dump_outputs, extra_files=extra)
+    if extra:  # the vLLM step logs now live in the run folder; drop their temporary folder
+        import shutil
+
+        for folder in {Path(src).parent for src in extra.values()}:
+            shutil.rmtree(folder, ignore_errors=True)
     if args.calibration_report:
         from engine.calibration import write_report
 

@@ -172,10 +172,15 @@ def summary_json(results: dict) -> str:
                              {lab: r.policy for lab, r in results.items()})
 
 
-def write_run(out, cfg: Config, results: dict, dump_outputs: str | None = None) -> Path:
-    """Run folder (summary.json, requests.csv, config.toml; traces) written atomically."""
+def write_run(out, cfg: Config, results: dict, dump_outputs: str | None = None, extra_files: dict | None = None) -> Path:
+    """Run folder (summary.json, requests.csv, config.toml; traces) written atomically.
+    extra_files: {name in the folder: source file} copied in too (the vLLM backend's step logs)."""
     out = Path(out)
     with runs.atomic_folder(out) as tmp:
+        for name, src in (extra_files or {}).items():
+            import shutil
+
+            shutil.copyfile(src, tmp / name)
         (tmp / "summary.json").write_text(summary_json(results))
         (tmp / "config.toml").write_text(to_toml(cfg))
         with open(tmp / "requests.csv", "w") as fh:
