@@ -35,7 +35,7 @@ def pair_arg(tmp_path_factory):
 def test_quick_sweep_json_and_table(tmp_path, capsys, pair_arg):
     out = tmp_path / "s.json"
     rc = _sweep().main(["--quick", "--pair", pair_arg, "--batches", "2", "--temperatures", "0",
-                        "--policies", "none,tetris", "--num-requests", "3", "--out", str(out)])
+                        "--policies", "none,tetris", "--num-requests", "3", "--repeats", "1", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     data = json.loads(out.read_text())
