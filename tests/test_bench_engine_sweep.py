@@ -1,0 +1,62 @@
+"""benchmarks/engine_sweep.py: --quick on one batch size and two policy groups (seconds).
+
+Checks the JSON shape, that every policy saw the same requests (same output tokens), that the
+Markdown names the speedup and TETRIS / best-fixed figures, and that bad input exits 2 with one
+line and writes nothing. Power: a sweep that drops a policy, mislabels a point, or lets an unknown
+--set key through fails here; no timed assertion (figures are not checked, only their presence).
+"""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _sweep():
+    spec = importlib.util.spec_from_file_location("engine_sweep", ROOT / "benchmarks" / "engine_sweep.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def pair_arg(tmp_path_factory):
+    from engine.pairs import DEFAULT_PAIR
+
+    if (Path(DEFAULT_PAIR) / "target" / "config.json").is_file():
+        return "tiny"
+    from engine.testing.tiny import save_tiny_pair
+
+    return str(save_tiny_pair(tmp_path_factory.mktemp("pair") / "pair"))
+
+
+def test_quick_sweep_json_and_table(tmp_path, capsys, pair_arg):
+    out = tmp_path / "s.json"
+    rc = _sweep().main(["--quick", "--pair", pair_arg, "--batches", "2", "--temperatures", "0",
+                        "--policies", "none,tetris", "--num-requests", "3", "--repeats", "1", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    labels = [p["policy"] for p in data["points"]]
+    assert labels == ["none", "fixed-k1", "fixed-k2", "fixed-k3", "fixed-k4",
+                      "tetris-kbest-e1", "tetris-kbest-e2", "tetris-kbest-e3"]
+    assert {p["output_tokens"] for p in data["points"]} == {3 * 16}
+    for p in data["points"]:
+        assert p["output_throughput"] > 0 and 0 <= p["select_share"] < 1 and p["clock"] == "cpu"
+    assert data["meta"]["clock"] == "cpu" and data["meta"]["threads"] == 1
+    assert "TETRIS best / best fixed" in text and "Speculation stops paying" in text and "engine.clock = 'cpu'" in text
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--set", "engine.no_such_key=1"], "no_such_key"),
+    (["--policies", "fixed,bogus"], "--policies"),
+    (["--batches", "0"], "--batches"),
+])
+def test_bad_input_exits_2(tmp_path, capsys, argv, key):
+    out = tmp_path / "s.json"
+    assert _sweep().main(["--quick", "--out", str(out)] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and key in err[0]
+    assert not out.exists()
