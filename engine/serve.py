@@ -111,9 +111,11 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: W
 
     policy = make_policy(pcfg, step_time, layout=verify_layout(cfg, "engine"))
     e = cfg.engine
+    window = max(pcfg.max_k, pcfg.k + pcfg.extra) + 2  # the longest fed row: last token + drafts (+1 spare)
+    capacity = max(len(p) + int(r.output_len) for r, p in zip(wl.requests, wl.prompts)) + window
     engine = Engine(target, draft, policy, temperature=e.temperature, estimator=e.estimator,
                     trace=bool(e.trace_out), calibration=calibration, clock=clock or make_clock(e.clock),
-                    packed=verify_layout(cfg, "engine") == "packed")
+                    packed=verify_layout(cfg, "engine") == "packed", slots=cfg.server.max_batch, capacity=capacity)
     timed = cfg.workload.arrival != "offline"
     res = run(engine, make_seqs(cfg, wl), cfg.server.max_batch, timed=timed, progress=progress)
     s = summarize(res.records, res.stats, res.duration_s, cfg.slo)
