@@ -6,6 +6,7 @@ import types
 
 import torch
 
+from engine import attention as att
 from engine import kv as kvm
 from engine import slots as slm
 
@@ -182,8 +183,9 @@ def _forward_slots(model, kv: slm.SlotKV, slots, tokens, last_only, logits, feat
     ids, n = kvm.pad_tokens(plan.spread(tokens, []), dev)
     if ids.shape[1] < t:  # every row of a span may be shorter only if t == 0
         ids = torch.nn.functional.pad(ids, (0, t - ids.shape[1]))
-    kw = dict(attention_mask=plan.mask(dtype), position_ids=plan.positions(), past_key_values=slm.cache_for(plan),
-              use_cache=True)
+    grouped = att.use_grouped(model)
+    mask = plan.full_mask(dtype) if grouped else plan.mask(dtype)
+    kw = dict(attention_mask=mask, position_ids=plan.positions(), past_key_values=slm.cache_for(plan), use_cache=True)
     if getattr(model, "reads_target_features", False):
         kw["inputs_embeds"] = model.fuse(ids, _features(model, plan, feats, ids.shape[0], t, dtype, dev))
     else:
@@ -196,9 +198,11 @@ def _forward_slots(model, kv: slm.SlotKV, slots, tokens, last_only, logits, feat
         real = (torch.arange(t, device=dev)[None, :] < n[:, None]).reshape(-1)
         pack.rows = (real.nonzero().squeeze(1), ids.shape[0] * t)
     n_sel = n_given.to(dev)
+    att.Active.mask = mask if grouped else None
     try:
         out, hid = _run(model, kw, head, rows, n_sel, last_only, logits, hidden, plan.select)
     finally:
+        att.Active.mask = None
         if pack is not None:
             pack.rows = None
     plan.commit()

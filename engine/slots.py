@@ -124,8 +124,10 @@ class Plan:
     def mask(self, dtype) -> torch.Tensor | None:
         """Additive [B, 1, T, width + T]: query j of row b sees positions <= past[b] + j; None when every
         row has the same length and T real tokens (then the model's own causal mask is the same)."""
-        if self.fresh or self.uniform:
-            return None
+        return None if self.fresh or self.uniform else self.full_mask(dtype)
+
+    def full_mask(self, dtype) -> torch.Tensor:
+        """Additive [B, 1, T, width + T] in every case (fresh: causal over the new tokens)."""
         dev = self.past.device
         w = self.width + self.t
         allowed = torch.arange(w, device=dev)[None, None, :] <= self.positions()[:, :, None]  # [B, T, W]
