@@ -48,8 +48,10 @@ def use_grouped(model) -> bool:
         return False
     if cfg._attn_implementation != NAME:
         from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
         AttentionInterface.register(NAME, grouped_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)  # outside a slot pass it is sdpa, masks included
         for m in model.modules():  # every sub-config (a draft shares none with its target)
             c = getattr(m, "config", None)
             if c is not None and hasattr(c, "_attn_implementation"):
