@@ -107,6 +107,8 @@ class Plan:
         self.n = n_rows  # real new tokens per batch row
         self.uniform = bool((self.past == self.width).all()) and bool((self.n == t).all())
         kv.ensure(kv.slots, self.width + t)
+        self.pos = self.past[:, None] + torch.arange(t, device=dev)[None, :]  # [B, T] position of each new token
+        self.row_index = torch.arange(len(self.rows), device=dev)[:, None]  # [B, 1] (scatter index)
 
     def spread(self, items: list, fill) -> list:
         """Per-given-row items laid out per batch row (fill for the free slots of a span)."""
@@ -119,7 +121,7 @@ class Plan:
 
     def positions(self) -> torch.Tensor:
         """Position ids [B, T]: each row continues from its kept length."""
-        return self.past[:, None] + torch.arange(self.t, device=self.past.device)[None, :]
+        return self.pos
 
     def mask(self, dtype) -> torch.Tensor | None:
         """Additive [B, 1, T, width + T]: query j of row b sees positions <= past[b] + j; None when every
@@ -140,9 +142,8 @@ class Plan:
         bufs = self.kv.layer(i, key_states)
         t = key_states.shape[2]
         if self.fresh:
-            pos = torch.arange(t, device=key_states.device)[None, :]
             for buf, new in zip(bufs, (key_states, value_states)):
-                buf[self.rows[:, None], :, pos] = new.transpose(1, 2)
+                buf[self.rows[:, None], :, self.pos] = new.transpose(1, 2)
             return key_states, value_states
         lo, hi, w = self.lo, self.hi, self.width
         out = []
@@ -151,8 +152,7 @@ class Plan:
             if self.uniform:
                 view[:, :, w: w + t] = new
             else:
-                pos = self.positions()
-                view[torch.arange(hi - lo, device=pos.device)[:, None], :, pos] = new.transpose(1, 2)
+                view[self.row_index, :, self.pos] = new.transpose(1, 2)
             out.append(view[:, :, : w + t])
         return out[0], out[1]
 
