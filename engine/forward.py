@@ -215,13 +215,15 @@ def _run(model, kw, head, rows, n, last_only, logits, hidden, select=None):
     """(logits, hidden) of the pass; with `select` (batch row of each wanted row) only those rows."""
     hid = None
     if (last_only or not logits or hidden) and head is not None and hasattr(model, "get_decoder"):
-        hid = model.get_decoder()(**kw).last_hidden_state
-        if select is not None:
-            hid = hid[select]
+        full = model.get_decoder()(**kw).last_hidden_state
+        hid = full[select] if select is not None else full
         if not logits:
             out = None
-        else:
-            out = (head(hid[rows, n - 1]) if last_only else head(hid)).float()
+        elif last_only:
+            out = head(hid[rows, n - 1]).float()
+        else:  # the head on the pass's own row order: a packed head's real rows are laid out in it
+            out = head(full)
+            out = (out[select] if select is not None else out).float()
     else:
         out = model(**kw).logits
         if select is not None:

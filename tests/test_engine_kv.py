@@ -122,3 +122,20 @@ def test_negative_controls_rollback_and_pointer_check():
     forward(target, kv, [[6] * 6], slots=[0])  # 5 + 6 > 8 positions: grows
     assert _ptrs(kv) != ptrs and kv.grows == 1
     assert_same(kv.row_state(0), fresh_state(target, [1, 2, 3, 4, 5] + [6] * 6))
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_slot_rows_out_of_slot_order_packed(hidden):
+    """Rows given in another order than their slots, ragged, packed: the same logits as padded.
+    Power: before the fix the packed LM head ran on the rows re-ordered to the given order while its
+    real-row index was the pass's (slot) order, so real positions of one row came out as zeros
+    (this test failed with hidden=True: the decoder + head path)."""
+    target, _ = tiny_pair(vocab=32, hidden=32, layers=1, seed=3)
+    outs = []
+    for packed in (False, True):
+        kv = slm.SlotKV(slots=3, capacity=16)
+        forward(target, kv, [[1, 2], [3, 4, 5], [6]], slots=[0, 1, 2])
+        out = forward(target, kv, [[7], [8, 9, 10], [11, 12]], slots=[2, 0, 1], packed=packed, hidden=hidden)
+        outs.append(out[0])
+    for b, n in enumerate((1, 3, 2)):
+        torch.testing.assert_close(outs[1][b, :n], outs[0][b, :n], atol=1e-5, rtol=1e-4)
