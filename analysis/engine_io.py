@@ -61,7 +61,7 @@ def load(cfg: Config) -> Pair:
     from engine.serve import warmup
 
     path = resolve_pair(cfg.engine.pair)
-    target, draft, tok = load_pair(cfg.engine.pair, cfg.engine.device, cfg.engine.draft_dtype)
+    target, draft, tok = load_pair(cfg.engine.pair, cfg.engine.device, cfg.engine.draft_dtype, cfg.engine.dtype)
     warmup(target, draft, cfg)
     return Pair(target, draft, tok, str(path))
 

@@ -167,8 +167,11 @@ class EngineConfig:
     trace_out: str = _f("", doc="trace mode: write the acceptance trace here")
     clock: str = _f("wall", choices=("wall", "cpu"),
                     doc="timing clock: wall, or this process's CPU seconds (steady on a shared CPU; use threads = 1)")
+    dtype: str = _f("auto", choices=("auto", "float32", "bfloat16"),
+                    doc="the target's weights and compute (auto = bfloat16 on CUDA or on a CPU with AMX-BF16 / "
+                        "AVX512-BF16, else float32; greedy identity with plain decoding is exact in float32 only)")
     draft_dtype: str = _f("auto", choices=("auto", "float32", "bfloat16"),
-                          doc="the draft's weights and compute (auto = the device's: float32 on CPU, bfloat16 on CUDA)")
+                          doc="the draft's weights and compute (auto = the target's, engine.dtype)")
     verify_layout: str = _f("", choices=("", "padded", "packed"),
                             doc="deprecated alias of server.verify_layout for the engine side (\"\": not set)")
 

@@ -64,13 +64,16 @@ def comparison_table(results: dict) -> str:
     ref_name = "best fixed" if fixed else "first"
     head = (f"{'policy':<22} {'tok/s':>9} {'vs ' + ref_name:>14} {'TPOT ms':>9} {'E2E s':>7} {'acc.len':>8} "
             f"{'VSR':>6} {'select%':>8}")
+    match = all("greedy_prefix_match" in r.summary for r in results.values())
+    if match:  # greedy, with plain decoding among the variants: prefix match vs plain (engine.match)
+        head += f" {'match':>7}"
     lines = [head, "-" * len(head)]
     for lab, r in results.items():
         s = r.summary
         ratio = s["output_throughput"] / ref if ref else float("nan")
         lines.append(f"{lab:<22} {s['output_throughput']:>9.1f} {ratio:>14.4f} {1e3 * s['mean_tpot_s']:>9.2f} "
                      f"{s['mean_e2e_s']:>7.2f} {s['acceptance_length']:>8.3f} {s['draft_acceptance_rate']:>6.3f} "
-                     f"{100 * s['select_share']:>8.3f}")
+                     f"{100 * s['select_share']:>8.3f}" + (f" {s['greedy_prefix_match']:>7.4f}" if match else ""))
     return "\n".join(lines)
 
 
@@ -122,7 +125,8 @@ def _engine(args) -> int:
     else:
         tokens = sum(r.summary["output_tokens"] for r in results.values())
         print(comparison_table(results))
-        print(f"\n{len(results)} policies, {tokens} output tokens in {wall:.1f} s; run folder: {out}")
+        dtype = next(iter(results.values())).summary.get("resolved_dtype", "")
+        print(f"\n{len(results)} policies, {tokens} output tokens in {wall:.1f} s; target {dtype}; run folder: {out}")
     return 0
 
 
@@ -172,7 +176,7 @@ def _profile(args) -> int:
         import torch
 
         torch.set_num_threads(cfg.engine.threads)
-    target, draft, _ = load_pair(cfg.engine.pair, cfg.engine.device, cfg.engine.draft_dtype)
+    target, draft, _ = load_pair(cfg.engine.pair, cfg.engine.device, cfg.engine.draft_dtype, cfg.engine.dtype)
     for name, model in (("target", target), ("draft", draft)):
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         if limit and max(contexts) + max(tokens) > limit:

@@ -7,7 +7,9 @@ Per step (Engine.step), for all running requests at once:
      then speculative acceptance,
   4. commit: both KV states keep only the accepted tokens (rejected slots are masked off); each
      request emits accepted + 1 tokens (capped at its length); the policy observes the step.
-Requests join (batched prefill, which emits their first token) and leave between steps.
+Requests join (batched prefill, which emits their first token) and leave between steps. Both KV
+caches are static (engine/slots.py): a request holds one slot in each from join to finish; rejected
+drafts roll back by length.
 Trace mode verifies all K drafts (ground truth) but emits only what the policy selected.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from engine import estimators as est
-from engine import kv as kvm
+from engine import slots as slm
 from engine.forward import forward, model_device
 from engine.sampling import next_token, probs, sample, verify
 from contract.trace import TraceRecord
@@ -41,6 +43,7 @@ class Seq:
     pending_feat: torch.Tensor | None = None  # [len(pending_draft), H] float32 target features (EAGLE draft)
     first_token_s: float = 0.0  # seconds
     finish_s: float = 0.0  # seconds
+    slot: int = -1  # its slot in both KV caches while it runs (engine.slots), else -1
 
     @property
     def done(self) -> bool:
@@ -93,7 +96,7 @@ class Verified:
     """What one verification pass decided (Engine._verify)."""
 
     drafts: list  # [N][K] int draft tokens (as lists)
-    start: int  # target KV width before the pass (its new slots start here)
+    start: torch.Tensor  # [N] int64 target KV lengths before the pass (its new tokens start here)
     lengths: np.ndarray  # [N] int verified windows the policy selected (StepOut.lengths)
     accepted: torch.Tensor  # [N] int64 accepted drafts (within the selection)
     new: torch.Tensor  # [N] int64 the token after the accepted drafts (bonus or correction)
@@ -105,7 +108,10 @@ class Verified:
 class Engine:
     def __init__(self, target, draft, policy, *, temperature: float = 0.0, estimator: str = "auto",
                  trace: bool = False, accept_all: bool = False, clock=time.perf_counter,
-                 calibration: bool = False, packed: bool = False, p_temperature: float | None = None):
+                 calibration: bool = False, packed: bool = False, p_temperature: float | None = None,
+                 slots: int = 8, capacity: int = 256):
+        """slots / capacity: the static KV caches' size (requests at once x positions per request:
+        prompt + output + the largest verification window); they grow (one copy) if a run needs more."""
         self.target, self.draft, self.policy = target, draft, policy
         self.temperature = float(temperature)
         self.estimator = est.resolve(estimator, self.temperature)
@@ -120,8 +126,8 @@ class Engine:
         # a draft that reads the target's hidden states: input at p is (x_p, f_{p-1}) (engine/smollm/eagle.py)
         self.eagle = self.use_draft and getattr(draft, "reads_target_features", False)
         self.seqs: list[Seq] = []
-        self.tkv = kvm.empty(0, self.device)
-        self.dkv = kvm.empty(0, self.device)
+        self.tkv = slm.SlotKV(slots, capacity, self.device)
+        self.dkv = slm.SlotKV(slots, capacity, self.device)
         self.step_index = 0
         self.trace_records: list[TraceRecord] = []
         self.calib: list[dict] = []  # per step: estimates per estimator + truth + mask (calibration)
@@ -131,8 +137,14 @@ class Engine:
     def now(self) -> float:
         return self.clock() - self.t0
 
-    def _fwd(self, model, *args, **kw):
-        return forward(model, *args, packed=self.packed, **kw)
+    def _fwd(self, model, *args, slots=None, **kw):
+        """forward() on the running requests' slots (or the given ones)."""
+        if slots is None:
+            slots = [s.slot for s in self.seqs]
+        return forward(model, *args, packed=self.packed, slots=slots, **kw)
+
+    def _slot_tensor(self) -> torch.Tensor:
+        return torch.tensor([s.slot for s in self.seqs], dtype=torch.long, device=self.device)
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -146,8 +158,13 @@ class Engine:
             return 0.0
         t0 = self.clock()
         prompts = [s.prompt for s in new]
-        out = self._fwd(self.target, kvm.empty(len(new), self.device), prompts, last_only=True, hidden=self.eagle)
-        logits, tkv = out[:2]
+        for s, slot in zip(new, slm.lowest_free({s.slot for s in self.seqs}, len(new))):
+            s.slot = slot
+        slots = [s.slot for s in new]
+        for cache in (self.tkv, self.dkv):
+            cache.ensure(max(slots) + 1, cache.capacity)
+        out = self._fwd(self.target, self.tkv, prompts, last_only=True, hidden=self.eagle, slots=slots)
+        logits = out[0]
         u = torch.as_tensor(draws(new, 1, 2)[:, 0] if self.temperature > 0 else np.zeros(len(new)), device=self.device)
         first = next_token(logits, self.temperature, u).tolist()
         if self.use_draft:
@@ -157,9 +174,7 @@ class Engine:
                 feats = [torch.cat([hid.new_zeros(1, hid.shape[-1]), hid[b, : len(p) - 1]]) for b, p in enumerate(prompts)]
                 for b, (s, p) in enumerate(zip(new, prompts)):
                     s.pending_feat = hid[b, len(p) - 1: len(p)]
-            _, dkv = self._fwd(self.draft, kvm.empty(len(new), self.device), prompts, logits=False, feats=feats)
-            self.dkv = kvm.concat(self.dkv, dkv)
-        self.tkv = kvm.concat(self.tkv, tkv)
+            self._fwd(self.draft, self.dkv, prompts, logits=False, feats=feats, slots=slots)
         self._sync()
         now = self.now()
         for s, tok in zip(new, first):
@@ -175,19 +190,13 @@ class Engine:
         return self.clock() - t0
 
     def _drop(self, done: list[Seq]) -> None:
+        """Finished requests free their slots (nothing is copied)."""
         gone = {id(s) for s in done}
-        keep = [i for i, s in enumerate(self.seqs) if id(s) not in gone]
-        rows = torch.tensor(keep, dtype=torch.long)
-        self.seqs = [self.seqs[i] for i in keep]
-        self.tkv = kvm.compact(self.tkv, rows)
-        if self.use_draft:
-            self.dkv = kvm.compact(self.dkv, rows)
-
-    def _maybe_compact(self) -> None:
-        for name in ("tkv", "dkv"):
-            st = getattr(self, name)
-            if st.batch and st.width > 1.25 * int(st.length.max()) + 16:
-                setattr(self, name, kvm.compact(st))
+        for s in done:
+            self.tkv.free(s.slot)
+            self.dkv.free(s.slot)
+            s.slot = -1
+        self.seqs = [s for s in self.seqs if id(s) not in gone]
 
     # ------------------------------------------------------------ drafting
 
@@ -203,7 +212,7 @@ class Engine:
             g = hid[torch.arange(len(pending)), torch.tensor([len(p) for p in pending]) - 1]
         else:
             logits, self.dkv = self._fwd(self.draft, self.dkv, pending, last_only=True)
-        self.draft_start = self.dkv.width  # slots from here on hold d_1..d_{K-1}
+        self.draft_start = self.dkv.length[self._slot_tensor()]  # [N] positions from here on hold d_1..d_{K-1}
         for j in range(k):
             q = probs(logits, self.temperature)
             if self.temperature <= 0:
@@ -277,7 +286,7 @@ class Engine:
         n = len(self.seqs)
         d_list = drafts.tolist()
         tokens = [[s.out[-1]] + d_list[i][: int(window[i])] for i, s in enumerate(self.seqs)]
-        start = self.tkv.width
+        start = self.tkv.length[self._slot_tensor()]
         out = self._fwd(self.target, self.tkv, tokens, hidden=self.eagle)
         logits, self.tkv = out[:2]
         thid = out[2] if self.eagle else None  # [N, 1 + window, H] target features of the fed tokens
@@ -307,13 +316,14 @@ class Engine:
     def _commit(self, k: int, window: np.ndarray, v: Verified):
         """Keep only the accepted tokens in both KV states; each request emits accepted + 1 tokens
         (capped at its length). Returns (accepted [N] int64, emitted [N] int64, finished Seqs)."""
+        slots = self._slot_tensor()
         if int(window.max(initial=0)) > 0:  # else every fed token is kept
-            kvm.keep_from(self.tkv, v.start, 1 + v.accepted)
+            self.tkv.rollback(slots, v.start + 1 + v.accepted)
         acc = v.accepted.cpu().numpy().astype(np.int64)
         new_l = v.new.tolist()
         if k > 0:  # an EAGLE draft refeeds the accepted drafts with the target's features instead
             keep = torch.zeros_like(v.accepted) if self.eagle else torch.clamp(v.accepted, max=k - 1)
-            kvm.keep_from(self.dkv, self.draft_start, keep)
+            self.dkv.rollback(slots, self.draft_start + keep)
         now = self.now()
         emitted = np.zeros(len(self.seqs), dtype=np.int64)
         finished = []
@@ -349,10 +359,9 @@ class Engine:
         self.step_index += 1
 
     def _retire(self, finished: list[Seq]) -> None:
-        """Finished requests leave the batch; KV holes are squeezed out when they grow."""
+        """Finished requests leave the batch (their slots are freed)."""
         if finished:
             self._drop(finished)
-        self._maybe_compact()
 
     def _record(self, k, estimates, feats, truth, window, lengths, acc, emitted) -> None:
         if not self.trace:

@@ -6,7 +6,9 @@ import types
 
 import torch
 
+from engine import attention as att
 from engine import kv as kvm
+from engine import slots as slm
 
 
 def model_device(model) -> torch.device:
@@ -99,7 +101,8 @@ def _pack_state(model) -> PackState:
 
 @torch.no_grad()
 def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool = False, logits: bool = True,
-            feats: list[torch.Tensor] | None = None, hidden: bool = False, packed: bool = False):
+            feats: list[torch.Tensor] | None = None, hidden: bool = False, packed: bool = False,
+            slots: list[int] | None = None):
     """Feed each row its ragged tokens after its kept state.
 
     Returns (logits, new_state): logits float32 [B, T, V] (or [B, V] at each row's
@@ -111,7 +114,11 @@ def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool 
     final (post-norm) hidden states, float32 [B, T, H].
     packed=True: ragged rows cost their real tokens only (see PackState); outputs at padding positions
     are meaningless (zeros), as they are in the padded layout.
+    state: a BatchKV (rows = its rows), or a static slots.SlotKV with `slots` the slot of each row
+    (updated in place and returned as new_state).
     """
+    if isinstance(state, slm.SlotKV):
+        return _forward_slots(model, state, slots, tokens, last_only, logits, feats, hidden, packed)
     dev, dtype = model_device(model), model_dtype(model)
     ids, n = kvm.pad_tokens(tokens, dev)
     t = ids.shape[1]
@@ -152,15 +159,74 @@ def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool 
     return out, new
 
 
-def _run(model, kw, head, rows, n, last_only, logits, hidden):
+def _features(model, plan: slm.Plan, feats, n_rows: int, t: int, dtype, dev) -> torch.Tensor:
+    """[B, T, H] features per batch row (zeros where none are given)."""
+    f = torch.zeros(n_rows, t, model.config.hidden_size, dtype=dtype, device=dev)
+    if torch.is_tensor(feats):
+        if plan.select is None:
+            f[:, : feats.shape[1]] = feats.to(dtype)
+        else:
+            f[plan.select, : feats.shape[1]] = feats.to(dtype)
+        return f
+    for b, fb in zip(plan.select.tolist() if plan.select is not None else range(n_rows), feats or []):
+        if fb is not None:
+            f[b, : fb.shape[0]] = fb
+    return f
+
+
+def _forward_slots(model, kv: slm.SlotKV, slots, tokens, last_only, logits, feats, hidden, packed):
+    """forward() over a static SlotKV (see engine/slots.py): rows are laid out by slm.Plan."""
+    dev, dtype = model_device(model), model_dtype(model)
+    n_given = torch.tensor([len(x) for x in tokens], dtype=torch.long)
+    t = int(n_given.max()) if len(tokens) else 0
+    plan = slm.Plan(kv, list(slots), n_given, t)
+    ids, n = kvm.pad_tokens(plan.spread(tokens, []), dev)
+    if ids.shape[1] < t:  # every row of a span may be shorter only if t == 0
+        ids = torch.nn.functional.pad(ids, (0, t - ids.shape[1]))
+    grouped = att.use_grouped(model)
+    mask = plan.full_mask(dtype) if grouped else plan.mask(dtype)
+    kw = dict(attention_mask=mask, position_ids=plan.positions(), past_key_values=slm.cache_for(plan), use_cache=True)
+    if getattr(model, "reads_target_features", False):
+        kw["inputs_embeds"] = model.fuse(ids, _features(model, plan, feats, ids.shape[0], t, dtype, dev))
+    else:
+        kw["input_ids"] = ids
+    rows = torch.arange(len(tokens), device=dev)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    pack = None
+    if packed and not bool((n == t).all()):
+        pack = _pack_state(model)
+        real = (torch.arange(t, device=dev)[None, :] < n[:, None]).reshape(-1)
+        pack.rows = (real.nonzero().squeeze(1), ids.shape[0] * t)
+    n_sel = n_given.to(dev)
+    att.Active.mask = mask if grouped else None
+    try:
+        out, hid = _run(model, kw, head, rows, n_sel, last_only, logits, hidden, plan.select)
+    finally:
+        att.Active.mask = None
+        if pack is not None:
+            pack.rows = None
+    plan.commit()
+    if hidden:
+        return out, kv, hid.float()
+    return out, kv
+
+
+def _run(model, kw, head, rows, n, last_only, logits, hidden, select=None):
+    """(logits, hidden) of the pass; with `select` (batch row of each wanted row) only those rows."""
     hid = None
     if (last_only or not logits or hidden) and head is not None and hasattr(model, "get_decoder"):
-        hid = model.get_decoder()(**kw).last_hidden_state
+        full = model.get_decoder()(**kw).last_hidden_state
+        hid = full[select] if select is not None else full
         if not logits:
             out = None
-        else:
-            out = (head(hid[rows, n - 1]) if last_only else head(hid)).float()
+        elif last_only:
+            out = head(hid[rows, n - 1]).float()
+        else:  # the head on the pass's own row order: a packed head's real rows are laid out in it
+            out = head(full)
+            out = (out[select] if select is not None else out).float()
     else:
         out = model(**kw).logits
+        if select is not None:
+            out = out[select]
         out = (out[rows, n - 1] if last_only else out).float() if logits else None
     return out, hid

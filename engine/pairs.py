@@ -31,36 +31,61 @@ def resolve_pair(pair: str) -> Path:
     return path
 
 
-def device_dtype(device: str) -> tuple[torch.device, torch.dtype]:
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU computes bfloat16 natively (flags amx_bf16 or avx512_bf16)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return False
+
+
+def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
+    """engine.dtype as a torch dtype. "auto": bfloat16 on CUDA or on a CPU with AMX/AVX512-BF16, else
+    float32; None: the device's default before the key existed (float32 on CPU, bfloat16 on CUDA)."""
+    if dtype is None:
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    if dtype == "auto":
+        return torch.bfloat16 if device == "cuda" or cpu_has_bf16() else torch.float32
+    return getattr(torch, dtype)
+
+
+def device_dtype(device: str, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
     from contract.config import ConfigError
 
     if device == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("engine.device: 'cuda' requested but torch sees no CUDA device")
-        return torch.device("cuda"), torch.bfloat16
-    return torch.device("cpu"), torch.float32
+        return torch.device("cuda"), resolve_dtype(dtype, device)
+    return torch.device("cpu"), resolve_dtype(dtype, device)
 
 
-def load_model(path, device: str = "cpu"):
+def load_model(path, device: str = "cpu", dtype: str | None = None):
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    dev, dtype = device_dtype(device)
+    dev, dtype = device_dtype(device, dtype)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     return model.to(dev).eval()
 
 
-def load_pair(pair: str = "", device: str = "cpu", draft_dtype: str = "auto"):
+def load_pair(pair: str = "", device: str = "cpu", draft_dtype: str = "auto", dtype: str | None = None):
     """(target, draft, tokenizer) from a folder holding target/ and draft/ (shared tokenizer),
-    or from a split draft folder (its target is the prepared SmolLM2; see engine/smollm)."""
+    or from a split draft folder (its target is the prepared SmolLM2; see engine/smollm).
+    dtype: engine.dtype for the target (see resolve_dtype; None = the device's default);
+    draft_dtype "auto" follows the target's."""
     from transformers import AutoTokenizer
 
     path = resolve_pair(pair)
     if (path / SPLIT_DRAFT_META).is_file():
-        return load_split_pair(path, device, draft_dtype)
-    target = load_model(path / "target", device)
-    draft = load_model(path / "draft", device)
+        return load_split_pair(path, device, draft_dtype, dtype)
+    target = load_model(path / "target", device, dtype)
+    draft = load_model(path / "draft", device, dtype)
     if draft_dtype != "auto":
         draft = draft.to(getattr(torch, draft_dtype))
     tok_dir = path / "target" if (path / "target" / "tokenizer.json").exists() else path
@@ -68,7 +93,7 @@ def load_pair(pair: str = "", device: str = "cpu", draft_dtype: str = "auto"):
     return target, draft, tokenizer
 
 
-def load_split_pair(path: Path, device: str = "cpu", draft_dtype: str = "auto"):
+def load_split_pair(path: Path, device: str = "cpu", draft_dtype: str = "auto", dtype: str | None = None):
     """The SmolLM2 pair: the prepared target (`tetris smollm prepare`) + the committed draft."""
     from contract.config import ConfigError
     from engine.smollm import draft as sd
@@ -78,7 +103,7 @@ def load_split_pair(path: Path, device: str = "cpu", draft_dtype: str = "auto"):
         tdir = target_dir(DEFAULT_DIR)
     except MissingDependency as e:
         raise ConfigError(f"engine.pair: {path.name}: {e}") from None
-    dev, dtype = device_dtype(device)
+    dev, dtype = device_dtype(device, dtype)
     target = sd.load_target(tdir, dtype=dtype).to(dev)
     ddtype = dtype if draft_dtype == "auto" else getattr(torch, draft_dtype)
     draft = sd.load_draft(pair_dir=path, target=target, dtype=ddtype).to(dev)

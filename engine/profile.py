@@ -14,14 +14,19 @@ import torch
 
 from contract.profile_table import axis_weights, blend, write
 from engine import kv as kvm
+from engine import slots as slm
 from engine.forward import forward, model_device
 
+SPARE = 64  # positions past the context in a profiled slot cache (the largest pass profiled)
 
-def _state(model, batch: int, context: int, seed: int = 0) -> kvm.BatchKV:
+
+def _state(model, batch: int, context: int, seed: int = 0) -> slm.SlotKV:
+    """A static slot cache (the engine's, engine/slots.py) holding `batch` rows of `context` tokens."""
     g = np.random.default_rng(seed)
     vocab = model.get_output_embeddings().weight.shape[0] if hasattr(model, "get_output_embeddings") else 8
     toks = g.integers(0, vocab, size=(batch, context)).tolist()
-    _, st = forward(model, kvm.empty(batch, model_device(model)), toks)
+    st = slm.SlotKV(batch, context + SPARE, model_device(model))
+    forward(model, st, toks, slots=list(range(batch)))
     return st
 
 
@@ -30,9 +35,10 @@ def _sync(model):
         torch.cuda.synchronize()
 
 
-def time_forward(model, state: kvm.BatchKV, tokens: int, repeats: int = 3, clock=time.perf_counter,
+def time_forward(model, state, tokens: int, repeats: int = 3, clock=time.perf_counter,
                  feed: list | None = None) -> float:
-    """Seconds of one forward of `tokens` new tokens per row after `state` (state unchanged).
+    """Seconds of one forward of `tokens` new tokens per row after `state` (a slots.SlotKV: rolled back
+    after each pass, so unchanged; or a kv.BatchKV).
 
     The timing rule of every profile and probe (here and analysis/engine_io.py): one warm-up
     forward, then the MINIMUM of `repeats` timed ones. Other load on a shared machine (or a
@@ -40,14 +46,20 @@ def time_forward(model, state: kvm.BatchKV, tokens: int, repeats: int = 3, clock
     estimate of the pass's own cost (timeit's rule); measured runs keep their fastest repeat
     for the same reason (engine_io.measure_best).
     """
-    feed = feed if feed is not None else [[1] * tokens for _ in range(state.batch)]
+    slotted = isinstance(state, slm.SlotKV)
+    rows = int((state.length > 0).sum()) if slotted else state.batch
+    feed = feed if feed is not None else [[1] * tokens for _ in range(rows)]
+    kw = dict(slots=list(range(len(feed)))) if slotted else {}
+    saved = state.length.clone() if slotted else None
     times = []
     for _ in range(repeats + 1):  # first run warms up
         _sync(model)
         t0 = clock()
-        forward(model, state, feed)
+        forward(model, state, feed, **kw)
         _sync(model)
         times.append(clock() - t0)
+        if slotted:
+            state.length.copy_(saved)
     return float(np.min(times[1:]))
 
 

@@ -91,6 +91,12 @@ def step_time_for(cfg: Config, target, draft, wl: Workload):
     return step_time_from_rows(rows)
 
 
+def dtype_name(model) -> str:
+    """The model's parameter dtype, e.g. "bfloat16" ("" for a model without parameters)."""
+    p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return str(p.dtype).removeprefix("torch.") if p is not None else ""
+
+
 def warmup(target, draft, cfg: Config) -> None:
     """One short untimed run so the first measured policy pays no start-up costs."""
     eng = Engine(target, draft, make_policy(PolicyConfig(name="fixed", k=2)), temperature=cfg.engine.temperature,
@@ -105,9 +111,11 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: W
 
     policy = make_policy(pcfg, step_time, layout=verify_layout(cfg, "engine"))
     e = cfg.engine
+    window = max(pcfg.max_k, pcfg.k + pcfg.extra) + 2  # the longest fed row: last token + drafts (+1 spare)
+    capacity = max(len(p) + int(r.output_len) for r, p in zip(wl.requests, wl.prompts)) + window
     engine = Engine(target, draft, policy, temperature=e.temperature, estimator=e.estimator,
                     trace=bool(e.trace_out), calibration=calibration, clock=clock or make_clock(e.clock),
-                    packed=verify_layout(cfg, "engine") == "packed")
+                    packed=verify_layout(cfg, "engine") == "packed", slots=cfg.server.max_batch, capacity=capacity)
     timed = cfg.workload.arrival != "offline"
     res = run(engine, make_seqs(cfg, wl), cfg.server.max_batch, timed=timed, progress=progress)
     s = summarize(res.records, res.stats, res.duration_s, cfg.slo)
@@ -117,6 +125,8 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: W
     s["estimator"] = engine.estimator
     s["temperature"] = engine.temperature
     s["clock"] = e.clock if clock is None else getattr(clock, "__name__", type(clock).__name__)
+    s["resolved_dtype"] = dtype_name(target)  # what engine.dtype ("auto") resolved to on this machine
+    s["resolved_draft_dtype"] = dtype_name(draft)
     return PolicyRun(label, s, res, engine.trace_records, engine.calib, pcfg)
 
 
@@ -130,7 +140,7 @@ def run_config(cfg: Config, only: str | None = None, progress: bool = True, cali
 
     e = cfg.engine
     todo = runs.policy_variants(cfg, only) if todo is None else todo
-    device_dtype(e.device)  # fail early on a missing CUDA
+    device_dtype(e.device, e.dtype)  # fail early on a missing CUDA
     if e.clock == "cpu" and e.device == "cuda":
         raise ConfigError("engine.clock: 'cpu' counts this process's CPU seconds only; use 'wall' with engine.device = 'cuda'")
     if e.temperature > 0 and resolve(e.estimator, e.temperature) == "token_prob":
@@ -140,7 +150,7 @@ def run_config(cfg: Config, only: str | None = None, progress: bool = True, cali
         torch.set_num_threads(e.threads)
     if models is None:
         pair_dir = resolve_pair(e.pair)
-        target, draft, tokenizer = load_pair(e.pair, e.device, e.draft_dtype)
+        target, draft, tokenizer = load_pair(e.pair, e.device, e.draft_dtype, e.dtype)
     else:
         target, draft, tokenizer = models
         pair_dir = None
@@ -161,10 +171,27 @@ def run_config(cfg: Config, only: str | None = None, progress: bool = True, cali
         return run_policy(cfg, pcfg, label, target, draft, wl, step_time, bar, calibration=calibration)
 
     try:
-        return runs.run_variants(todo, run_one)
+        results = runs.run_variants(todo, run_one)
     finally:
         if bar is not None:
             bar.close()
+    add_greedy_match(results, e.temperature)
+    return results
+
+
+def add_greedy_match(results: dict, temperature: float) -> None:
+    """Greedy runs with a plain-decoding variant: each policy's greedy_prefix_match / greedy_token_match
+    against it (engine.match; 1.0 = identical, as float32 guarantees; bfloat16 rounds per batch shape)."""
+    from engine.match import greedy_match
+
+    plain = next((r for r in results.values() if r.policy is not None and r.policy.name == "none"), None)
+    if temperature > 0 or plain is None:
+        return
+    ref = {s.id: s.out for s in plain.result.seqs}
+    for r in results.values():
+        m = greedy_match({s.id: s.out for s in r.result.seqs}, ref)
+        r.summary["greedy_prefix_match"] = m["prefix_match"]
+        r.summary["greedy_token_match"] = m["token_match"]
 
 
 def summary_json(results: dict) -> str:

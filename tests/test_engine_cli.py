@@ -20,7 +20,8 @@ def pair(tmp_path_factory):
 
 def small(pair, *extra):
     sets = [f'engine.pair="{pair}"', "workload.num_requests=6", "workload.prompt_len.value=12",
-            "workload.output_len.value=10", "server.max_batch=4", "engine.threads=1", *extra]
+            "workload.output_len.value=10", "server.max_batch=4", "engine.threads=1",
+            'engine.dtype="float32"', *extra]  # greedy identity is exact in float32 only (docs/engine.md)
     return [a for s in sets for a in ("--set", s)]
 
 
@@ -36,6 +37,7 @@ def test_engine_json_and_outputs(pair, tmp_path, capsys):
                 "verified_tokens", "wasted_tokens"):
         assert key in s
     assert s["num_requests"] == 6 and s["output_tokens"] == 60
+    assert s["resolved_dtype"] == "float32" and s["resolved_draft_dtype"] == "float32"
     assert s["verified_tokens"] <= 3 * s["num_steps"] * 4  # C = k*N with k = 3, N <= 4
     for name in ("summary.json", "requests.csv", "config.toml"):
         assert (tmp_path / "run" / name).is_file()

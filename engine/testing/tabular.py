@@ -35,7 +35,8 @@ class TabularLM(torch.nn.Module):
             allowed = (slots[None, :] <= (w + torch.arange(t, device=dev))[:, None])[None].expand(b, -1, -1)
         else:
             allowed = attention_mask[:, 0] == 0  # [B, T, W+T]
-        before = slots[None, None, :] < (w + torch.arange(t, device=dev))[None, :, None]
+        own = torch.where(allowed, slots, -1).max(-1).values  # [B, T] the query's own slot: its latest visible one
+        before = slots[None, None, :] < own[:, :, None]
         idx = torch.where(allowed & before, slots, -1).max(-1).values  # [B, T] latest kept slot before
         prev = torch.where(idx >= 0, toks.gather(1, idx.clamp_min(0)), self.vocab)
         return SimpleNamespace(logits=self.logp[prev, input_ids])
