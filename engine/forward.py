@@ -9,6 +9,7 @@ import torch
 from engine import attention as att
 from engine import kv as kvm
 from engine import slots as slm
+from engine.kernels import linear
 
 
 def model_device(model) -> torch.device:
@@ -80,10 +81,10 @@ def _packed_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tens
     types.MethodType, so a deepcopy of the model rebinds it, and its PackState, to the copy)."""
     pk = self._tetris_pack.rows
     if pk is None or x.dim() != 3 or x.shape[0] * x.shape[1] != pk[1]:
-        return torch.nn.functional.linear(x, self.weight, self.bias)
+        return linear(self, x)
     idx, bt = pk
     y = x.new_zeros(bt, self.out_features)
-    y[idx] = torch.nn.functional.linear(x.reshape(bt, -1)[idx], self.weight, self.bias)
+    y[idx] = linear(self, x.reshape(bt, -1)[idx])
     return y.view(*x.shape[:2], self.out_features)
 
 

@@ -35,6 +35,15 @@ def packed_available() -> bool:
         return False
 
 
+def linear(lin: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """lin(x) through its packed weight where prepack_linears gave it one, else F.linear
+    (engine.forward's packed-rows forward calls this, so both layers compose)."""
+    packed = getattr(lin, "_tetris_packed_weight", None)
+    if packed is None:
+        return torch.nn.functional.linear(x, lin.weight, lin.bias)
+    return _packed_forward(lin, packed, x)
+
+
 def _packed_forward(lin: torch.nn.Linear, packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if x.dtype != torch.bfloat16 or x.device.type != "cpu":
         return torch.nn.functional.linear(x, lin.weight, lin.bias)
@@ -52,5 +61,7 @@ def prepack_linears(model: torch.nn.Module) -> torch.nn.Module:
         if isinstance(mod, torch.nn.Linear) and mod.weight.dtype == torch.bfloat16 and mod.weight.device.type == "cpu":
             with torch.no_grad():
                 packed = torch.ops.mkldnn._reorder_linear_weight(mod.weight.detach())
-            mod.forward = functools.partial(_packed_forward, mod, packed)
+            mod._tetris_packed_weight = packed
+            if getattr(mod, "_tetris_pack", None) is None:  # else engine.forward's wrapper calls linear()
+                mod.forward = functools.partial(_packed_forward, mod, packed)
     return model

@@ -90,7 +90,7 @@ def load_pair(pair: str = "", device: str = "cpu", draft_dtype: str = "auto", dt
         draft = draft.to(getattr(torch, draft_dtype))
     tok_dir = path / "target" if (path / "target" / "tokenizer.json").exists() else path
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    return target, draft, tokenizer
+    return prepack(target), prepack(draft), tokenizer
 
 
 def load_split_pair(path: Path, device: str = "cpu", draft_dtype: str = "auto", dtype: str | None = None):
@@ -107,4 +107,12 @@ def load_split_pair(path: Path, device: str = "cpu", draft_dtype: str = "auto", 
     target = sd.load_target(tdir, dtype=dtype).to(dev)
     ddtype = dtype if draft_dtype == "auto" else getattr(torch, draft_dtype)
     draft = sd.load_draft(pair_dir=path, target=target, dtype=ddtype).to(dev)
-    return target, draft, sd.load_tokenizer(tdir)
+    return prepack(target), prepack(draft), sd.load_tokenizer(tdir)
+
+
+def prepack(model):
+    """bf16 on CPU: oneDNN-prepacked linears (engine/kernels.py; measured 1.1-1.5x per SmolLM2
+    layer by benchmarks/kernels.py). Last step of loading: a later cast would leave them stale."""
+    from engine.kernels import prepack_linears
+
+    return prepack_linears(model)

@@ -65,3 +65,22 @@ def test_negative_control_wrong_weight_is_caught():
         mlp.gate_proj.forward = functools.partial(kernels._packed_forward, mlp.gate_proj, wrong)
         got = m(ids).logits
     assert rel_err(got, ref) > TOL
+
+
+def test_packed_rows_wrapper_reads_the_prepacked_weight():
+    """engine.forward's packed-rows wrapper (packed verification) composes with prepacking: it
+    calls kernels.linear, which uses the prepacked weight. Negative control: swapping in another
+    linear's packed weight must change the output beyond the tolerance."""
+    from engine import forward as fw
+
+    torch.manual_seed(2)
+    lin, other = torch.nn.Linear(48, 80).to(torch.bfloat16), torch.nn.Linear(48, 80).to(torch.bfloat16)
+    model = torch.nn.Sequential(lin)
+    kernels.prepack_linears(model)
+    fw._pack_state(model)  # rebinds every Linear's forward to the packed-rows wrapper
+    x = torch.randn(2, 3, 48).to(torch.bfloat16)
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
+        assert rel_err(lin(x), ref) < TOL
+        lin._tetris_packed_weight = torch.ops.mkldnn._reorder_linear_weight(other.weight.detach())
+        assert rel_err(lin(x), ref) > TOL

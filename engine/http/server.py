@@ -54,7 +54,7 @@ def build_state(cfg: Config, models=None):
     device_dtype(e.device)  # fail early on a missing CUDA
     if e.threads:
         torch.set_num_threads(e.threads)
-    target, draft, tokenizer = models if models is not None else load_pair(e.pair, e.device, e.draft_dtype)
+    target, draft, tokenizer = models if models is not None else load_pair(e.pair, e.device, e.draft_dtype, e.dtype)
     if tokenizer is None:
         raise ConfigError("engine.pair: the pair has no tokenizer; tetris serve needs one")
     warmup(target, draft, cfg)
@@ -66,7 +66,7 @@ def build_state(cfg: Config, models=None):
         step_time = step_time_for(cfg, target, draft, wl)
     policy = make_policy(pcfg, step_time, layout=verify_layout(cfg, "engine"))
     engine = Engine(target, draft, policy, temperature=e.temperature, estimator=e.estimator, clock=time.perf_counter,
-                    packed=verify_layout(cfg, "engine") == "packed")
+                    packed=verify_layout(cfg, "engine") == "packed", slots=cfg.server.max_batch)
     name = model_name(cfg)
     holder = {}
     metrics = ServeMetrics(name, running=lambda: holder["loop"].num_running(),
