@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         from engine.pairs import load_pair
 
         e = cfgs[0].engine
-        models = load_pair(e.pair, e.device, e.draft_dtype)
+        models = load_pair(e.pair, e.device, e.draft_dtype, e.dtype)  # engine.dtype (auto: bf16 on AMX/AVX512-BF16)
         rows = [bench_batch(args, b, models) for b in batches]
     except ConfigError as err:
         print(f"hf_generate: error: {err}", file=sys.stderr)
