@@ -2,15 +2,18 @@
 
 One vLLM engine per policy (start-ups are the cost here), each serving in turn (same engine, one
 step log, split per phase by line count):
-  1. calibration (engines "none" and "fixed" k, started for calibration if not validated): the
-     calibration requests (seed + 1000), offline;
+  1. calibration, on every engine (the validated policies, plus "none" and "fixed" k, started for
+     calibration if not validated): the calibration requests (seed + 1000), offline;
   2. the held-out requests (the config's seed), offline, then Poisson at each --loads fraction of
      that policy's measured offline request rate.
 Calibration from vLLM's own step log (engine/vllm/steps.py), never from the held-out runs:
-  cost        step_s = c0 + c1 batch + c2 tokens + c3 decoders*K + c4 sum(context), least squares
-              over every calibration step (prefill and mixed steps included: the simulator's vLLM
-              scheduler prices prefill chunks as tokens of the same pass), written as the profile
-              table (profile.csv: target_s, draft_s; overhead, prefill terms 0)
+  cost        step_s = c0 + c1 batch + c2 tokens + c3 decoders*K + c4 sum(context), non-negative
+              least squares over every calibration step of every engine (prefill and mixed steps
+              included: the simulator's vLLM scheduler prices prefill chunks as tokens of the same
+              pass; a step lasts until the next one starts, so output handling between steps is in
+              it; TETRIS's run is needed: with full windows tokens = n (1 + K), so decode tokens and
+              drafts are collinear in none / fixed runs alone), written as the profile table
+              (profile.csv: target_s, draft_s; overhead, prefill terms 0)
   acceptance  per-position rates of the fixed-k run (accepted at position j / drafts reaching j,
               vLLM's num_accepted_tokens_per_pos / num_drafts), fitted by bench_serve.fit_acceptance
               (iid or Beta + decay); positions past k (tetris drafts k + extra) are the fit's extrapolation
@@ -84,21 +87,24 @@ def position_rates(steps: list[dict], k: int) -> list[float]:
     return [a / r for a, r in zip(acc, reach) if r]
 
 
-def fit_cost(steps: list[dict], clock: str) -> dict:
-    """Non-negative least squares over all steps: seconds = c0 + c1 n + c2 tokens + c3 decoders*K + c4 sum(context)."""
+def fit_cost(phases: list[list[dict]], clock: str) -> dict:
+    """Non-negative least squares over the steps of each phase (one offline workload on one engine):
+    seconds = c0 + c1 n + c2 tokens + c3 decoders*K + c4 sum(context), where a step's seconds run from
+    its start to the next step's start (vLLM's output handling between steps is part of the step, as
+    in the measured request times); the phase's last step: its own start to end."""
     import numpy as np
     from scipy.optimize import nnls
 
     from engine.vllm.steps import FEATURES
 
+    t0, t1 = ("cpu_start_s", "cpu_end_s") if clock == "cpu" else ("start_s", "end_s")
     rows, y = [], []
-    for s in steps:
-        n = len(s["requests"])
-        if not n:
-            continue
-        nd = sum(1 for d in s["decode"] if d)
-        rows.append([1.0, n, sum(s["tokens"]), nd * s.get("k", 0), sum(max(c, 0) for c in s["context"])])
-        y.append(s["cpu_end_s"] - s["cpu_start_s"] if clock == "cpu" else s["end_s"] - s["start_s"])
+    for steps in phases:
+        for i, s in enumerate(steps):
+            n = len(s["requests"])
+            nd = sum(1 for d in s["decode"] if d)
+            rows.append([1.0, n, sum(s["tokens"]), nd * s.get("k", 0), sum(max(c, 0) for c in s["context"])])
+            y.append((steps[i + 1][t0] if i + 1 < len(steps) else s[t1]) - s[t0])
     a, b = np.array(rows), np.array(y)
     coef, _ = nnls(a, b)  # non-negative least squares: clipping a free fit's negative term would bias the rest
     return {"coef": dict(zip(FEATURES, map(float, coef))), "steps": len(rows),
@@ -170,8 +176,7 @@ def validate(cfg: Config, policies, loads, tmp: Path, args, clock: str) -> dict:
         try:
             sched = sched or _engine_sched(llm)
             seen = 0
-            if name in CALIBRATION:
-                _, cal_steps[name], seen = _serve(llm, ecfg, calib, True, clock, steplog, seen, k)
+            _, cal_steps[name], seen = _serve(llm, ecfg, calib, True, clock, steplog, seen, k)
             if name in policies:
                 s, _, seen = _serve(llm, ecfg, held, True, clock, steplog, seen, k)
                 capacity[name] = s["request_throughput"]
@@ -187,7 +192,7 @@ def validate(cfg: Config, policies, loads, tmp: Path, args, clock: str) -> dict:
         finally:
             runner.shutdown(llm)
     # calibration: cost from both calibration step logs, acceptance from the fixed-k one
-    fit = fit_cost(cal_steps["none"] + cal_steps["fixed"], clock)
+    fit = fit_cost(list(cal_steps.values()), clock)
     rates = position_rates(cal_steps["fixed"], cfg.policy.k)
     acc = bs.fit_acceptance(rates)
     fitted_rates = acc.pop("fitted_rates")
