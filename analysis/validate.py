@@ -136,13 +136,14 @@ def run(args) -> int:
     loads = parse_loads(args.loads)
     # the engine's verify layout, resolved once: every engine run and simulation below prices the same pass
     cfg = with_layout(load_config(args.config, list(args.set or []), base=VALIDATE_BASE), "engine")
-    if cfg.engine.backend == "vllm":  # docs/vllm.md; never a silent native run
+    vllm = cfg.engine.backend == "vllm"  # docs/vllm.md; analysis/validate_vllm.py; never a silent native run
+    if vllm:
         from engine.vllm.validate_route import check_validate
 
-        check_validate(cfg)
+        check_validate(cfg, policies, loads, resolve_clock(args.clock, cfg), args)
     if cfg.workload.arrival != "offline":
         raise ConfigError("workload.arrival: validate makes its own arrivals (--loads); leave it 'offline'")
-    if cfg.server.scheduler != "simple":  # calibrate.simulate_like_engine maps the native engine onto the simple loop
+    if cfg.server.scheduler != "simple" and not vllm:  # calibrate.simulate_like_engine maps the native engine onto the simple loop
         raise ConfigError(f"server.scheduler: {cfg.server.scheduler!r} is not supported against the native engine "
                           "(it models vLLM: use it with --measured); leave it 'simple'")
     if cfg.engine.temperature > 0:
@@ -158,7 +159,12 @@ def run(args) -> int:
 
         ProfileTable.read(args.profile, key="--profile")  # a bad table is reported under the user's path, before the run
     with atomic_folder(out) as tmp:
-        result = _validate(cfg, policies, loads, tmp, args)
+        if vllm:
+            from analysis.validate_vllm import validate as validate_vllm
+
+            result = validate_vllm(cfg, policies, loads, tmp, args, resolve_clock(args.clock, cfg))
+        else:
+            result = _validate(cfg, policies, loads, tmp, args)
     missed, total = goal_counts(result)
     verdict = (f"verdict: all {total} accuracy goals met" if not missed else
                f"verdict: {missed} of {total} accuracy goals MISSED (the simulator is not validated for these)"

@@ -1,21 +1,23 @@
-"""`tetris validate --set engine.backend='"vllm"'`: where the vLLM side of validation stands.
+"""`tetris validate --set engine.backend='"vllm"'`: the checks before the vLLM validation runs.
 
-What is built (this folder): vLLM runs of the same workload (`tetris engine --set
-engine.backend='"vllm"'`), each with its per-step log (steps-<label>.jsonl in the run folder) and
-the fit of that log to the simulator's profile table (python -m engine.vllm.steps ... --profile).
-What is not built here: the simulator's vLLM-like scheduler and the held-out comparison (the other
-half of issue 14). Until then validate refuses the key with one line instead of silently
-validating the native engine.
+The validation itself is analysis/validate_vllm.py (vLLM runs of calibration and held-out requests,
+the simulator calibrated from vLLM's step log with server.scheduler = "vllm"). Without vLLM
+installed this exits 2 with the one-line install hint (engine/vllm/setup.py), nothing written.
 """
 from __future__ import annotations
 
-from contract.errors import ConfigError
+from contract.config import ConfigError
 
 
-def check_validate(cfg) -> None:
-    from engine.vllm import setup
+def check_validate(cfg, policies=(), loads=("offline",), clock: str = "wall", args=None) -> None:
+    from analysis.validate_vllm import check
+    from engine.vllm.runner import SUPPORTED_POLICIES
 
-    setup.check()
-    raise ConfigError("engine.backend = vllm: tetris validate against vLLM is not built yet; for now run "
-                      "`tetris engine --set engine.backend='\"vllm\"'` and fit its steps-*.jsonl with "
-                      "`python -m engine.vllm.steps RUN/steps-*.jsonl --profile P.csv` (docs/vllm.md)")
+    check(cfg, loads, clock)
+    for name in policies:
+        if name not in SUPPORTED_POLICIES or name == "dsd":
+            raise ConfigError(f"--policies: {name!r} is not validated against vLLM (none, fixed, tetris)")
+    if cfg.policy.budget == "goodput" and "tetris" in policies:
+        raise ConfigError("policy.budget = 'goodput': not available with engine.backend = vllm (fixed or unbounded)")
+    if args is not None and getattr(args, "profile", ""):
+        raise ConfigError("--profile: not used with engine.backend = vllm (the profile comes from vLLM's step log)")
