@@ -165,6 +165,11 @@ def run(args) -> int:
             result = validate_vllm(cfg, policies, loads, tmp, args, resolve_clock(args.clock, cfg))
         else:
             result = _validate(cfg, policies, loads, tmp, args)
+    return print_verdict(result, out, args)
+
+
+def print_verdict(result: dict, out, args) -> int:
+    """The error table (or --json contract), goal line and verdict; the exit code (--strict: 1 on a miss)."""
     missed, total = goal_counts(result)
     verdict = (f"verdict: all {total} accuracy goals met" if not missed else
                f"verdict: {missed} of {total} accuracy goals MISSED (the simulator is not validated for these)"

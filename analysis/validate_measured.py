@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from analysis import bench_serve as bs
-from analysis.validate_math import METRICS, error_table, format_table
+from analysis.validate_math import METRICS, error_table
 from contract.config import Config, load_config, to_toml
 
 MEASURED_BASE = {"seed": 1, "server": {"scheduler": "vllm", "max_batch": 256}}
@@ -134,7 +134,7 @@ def measure(args, tmp: Path, trace_name: str = "workload.csv"):
 
 
 def run_measured(args) -> int:
-    from analysis.validate import _contract, _goal_line, goal_counts
+    from analysis.validate import print_verdict
     from contract.outpaths import check_in_file, check_out_dir, default_run_folder
     from contract.runs import atomic_folder
 
@@ -158,19 +158,7 @@ def run_measured(args) -> int:
         plot_scatter([load_run(tmp)], tmp / "scatter.png")
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
-    missed, total = goal_counts(result)
-    verdict = (f"verdict: all {total} accuracy goals met" if not missed else
-               f"verdict: {missed} of {total} accuracy goals MISSED (the simulator is not validated for these)"
-               + ("; exit 1 (--strict)" if getattr(args, "strict", False) else "; exit 0 (the run finished; --strict exits 1)"))
-    if args.json:
-        print(json.dumps(_contract(result)))
-        print(verdict, file=sys.stderr)
-    else:
-        print(format_table(error_table(result)))
-        print(_goal_line(result))
-        print(f"wrote {out}/validate.json, validate.md, scatter.png")
-        print(verdict)
-    return 1 if (missed and getattr(args, "strict", False)) else 0
+    return print_verdict(result, out, args)
 
 
 def _json_default(x):

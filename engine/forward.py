@@ -100,6 +100,17 @@ def _pack_state(model) -> PackState:
     return model._tetris_pack
 
 
+def _start_pack(model, n: torch.Tensor, t: int, total: int) -> PackState | None:
+    """Turn on packed linears for a pass of `total` = B * t rows whose first n[b] per row are real;
+    None (nothing to pack) when every row is full. The caller clears .rows after the pass."""
+    if bool((n == t).all()):
+        return None
+    pack = _pack_state(model)
+    real = (torch.arange(t, device=n.device)[None, :] < n[:, None]).reshape(-1)
+    pack.rows = (real.nonzero().squeeze(1), total)
+    return pack
+
+
 @torch.no_grad()
 def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool = False, logits: bool = True,
             feats: list[torch.Tensor] | None = None, hidden: bool = False, packed: bool = False,
@@ -142,11 +153,7 @@ def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool 
         kw["input_ids"] = ids
     rows = torch.arange(len(tokens), device=dev)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    pack = None
-    if packed and not bool((n == t).all()):
-        pack = _pack_state(model)
-        real = (torch.arange(t, device=dev)[None, :] < n[:, None]).reshape(-1)
-        pack.rows = (real.nonzero().squeeze(1), len(tokens) * t)
+    pack = _start_pack(model, n, t, len(tokens) * t) if packed else None
     try:
         out, hid = _run(model, kw, head, rows, n, last_only, logits, hidden)
     finally:
@@ -193,11 +200,7 @@ def _forward_slots(model, kv: slm.SlotKV, slots, tokens, last_only, logits, feat
         kw["input_ids"] = ids
     rows = torch.arange(len(tokens), device=dev)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    pack = None
-    if packed and not bool((n == t).all()):
-        pack = _pack_state(model)
-        real = (torch.arange(t, device=dev)[None, :] < n[:, None]).reshape(-1)
-        pack.rows = (real.nonzero().squeeze(1), ids.shape[0] * t)
+    pack = _start_pack(model, n, t, ids.shape[0] * t) if packed else None
     n_sel = n_given.to(dev)
     att.Active.mask = mask if grouped else None
     try:

@@ -194,6 +194,20 @@ class Replica:
         if self.on_finish is not None:
             self.on_finish(gone_i.shape[0])
 
+    def _idle(self, env, floor):
+        """No request running: wait for the next arrival (the new time floor) or, with none queued,
+        for a wake-up (the floor unchanged); None once the replica is closed."""
+        nxt = self.queue.next_arrival()
+        if nxt is not None:
+            yield env.timeout(max(0.0, nxt - env.now))
+            return nxt
+        if self.closed:
+            return None
+        self.wake = env.event()
+        yield self.wake
+        self.wake = None
+        return floor
+
     def _speculate(self, n: int, k: int, fast: bool, oracle: bool, rows: np.ndarray | None = None):
         """Steps 2-4 for the running batch (or its first n rows `rows`): (truth, est, passed [n, k] or
         None, lengths [n], accepted [n]). fast: static acceptance without hooks (only estimates and
@@ -232,16 +246,9 @@ class Replica:
             prefill = self._admit(now, drafting) if self.I.shape[0] < self.max_batch else 0.0
             n = self.I.shape[0]
             if n == 0:
-                nxt = self.queue.next_arrival()
-                if nxt is not None:
-                    floor = nxt
-                    yield env.timeout(max(0.0, nxt - env.now))
-                    continue
-                if self.closed:
+                floor = yield from self._idle(env, floor)
+                if floor is None:
                     return
-                self.wake = env.event()
-                yield self.wake
-                self.wake = None
                 continue
             self.context = self.ctx_sum / n
             k = policy.num_drafts(n)

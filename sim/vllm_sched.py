@@ -167,16 +167,9 @@ class VllmReplica(Replica):
             I = self.I
             n = I.shape[0]
             if n == 0:
-                nxt = self.queue.next_arrival()
-                if nxt is not None:
-                    floor = nxt
-                    yield env.timeout(max(0.0, nxt - env.now))
-                    continue
-                if self.closed:
+                floor = yield from self._idle(env, floor)
+                if floor is None:
                     return
-                self.wake = env.event()
-                yield self.wake
-                self.wake = None
                 continue
             if admitted:  # the new rows' chunks: prompts whole, the last one cut to what was left
                 left = self.budget - used
