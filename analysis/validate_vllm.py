@@ -22,7 +22,11 @@ Calibration from vLLM's own step log (engine/vllm/steps.py), never from the held
               calibrate.simulate_like_engine for the native engine)
 Clocks: engine.clock = "cpu" (CPU seconds of vLLM's processes, steady on a shared box) is offline
 only; Poisson loads need wall clock (vLLM's arrivals are wall-clock): --clock wall.
-Run folder: validate.json, validate.md, scatter.png, config.toml, profile.csv, steps-<policy>.jsonl.
+  speed       per engine, its calibration phase's seconds / the shared fit's prediction of them
+              (engine_scales): each policy is simulated with the fit times its engine's factor
+              (profile-<policy>.csv), as the native validate rescales by a speed probe
+Run folder: validate.json, validate.md, scatter.png, config.toml, profile.csv (the shared fit),
+profile-<policy>.csv, workload_<load>_<policy>.jsonl, steps-<policy>.jsonl.
 """
 from __future__ import annotations
 
@@ -109,6 +113,24 @@ def fit_cost(phases: list[list[dict]], clock: str) -> dict:
     coef, _ = nnls(a, b)  # non-negative least squares: clipping a free fit's negative term would bias the rest
     return {"coef": dict(zip(FEATURES, map(float, coef))), "steps": len(rows),
             "rel_rmse": float(np.sqrt(np.mean((a @ coef - b) ** 2)) / np.mean(b))}
+
+
+def engine_scales(fit: dict, cal_steps: dict, clock: str) -> dict:
+    """Per engine: its calibration phase's measured seconds / the shared fit's prediction of them.
+    The machine's speed drifts between engine start-ups on a shared box; each policy is simulated
+    at the speed its own engine had on the calibration requests (never the held-out ones)."""
+    out = {}
+    for name, steps in cal_steps.items():
+        pred = _predict(fit["coef"], steps)
+        t0, t1 = ("cpu_start_s", "cpu_end_s") if clock == "cpu" else ("start_s", "end_s")
+        out[name] = (steps[-1][t1] - steps[0][t0]) / pred if steps and pred > 0 else 1.0
+    return out
+
+
+def _predict(c: dict, steps: list[dict]) -> float:
+    return sum(c["1"] + c["batch"] * len(s["requests"]) + c["tokens"] * sum(s["tokens"])
+               + c["batch_x_k"] * sum(1 for d in s["decode"] if d) * s.get("k", 0)
+               + c["context_tokens"] * sum(max(x, 0) for x in s["context"]) for s in steps)
 
 
 def sim_config(cfg: Config, pcfg, reqs, tmp: Path, tag: str, table: Path, acceptance: dict, sched: dict) -> Config:
@@ -199,19 +221,26 @@ def validate(cfg: Config, policies, loads, tmp: Path, args, clock: str) -> dict:
     ctx_hi = max(len(p) + int(r.output_len) for wl in (held, calib) for r, p in zip(wl.requests, wl.prompts))
     kmax = max(1, cfg.policy.k + cfg.policy.extra)
     b = cfg.server.max_batch
-    prof = tmp / "profile.csv"
-    profile_table.write(profile_rows(fit, sorted({1, 2, 4, b}), list(range(1, kmax + 2)), [1, ctx_hi // 2, ctx_hi]), prof)
+    scales = engine_scales(fit, cal_steps, clock)
+    grid = (sorted({1, 2, 4, b}), list(range(1, kmax + 2)), [1, ctx_hi // 2, ctx_hi])
+    profile_table.write(profile_rows(fit, *grid), tmp / "profile.csv")
+    profs = {}
+    for name, sc in scales.items():  # the shared fit at each engine's calibration speed
+        profs[name] = tmp / f"profile-{name}.csv"
+        profile_table.write(profile_rows({"coef": {f: sc * c for f, c in fit["coef"].items()}}, *grid), profs[name])
     log(f"calibration: step-time fit over {fit['steps']} steps (rel RMSE {fit['rel_rmse']:.3f}): "
         + ", ".join(f"{f} {1e6 * c:.1f} us" for f, c in fit["coef"].items())
+        + f"; engine speed x {', '.join(f'{n} {v:.3f}' for n, v in scales.items())}"
         + f"; acceptance rates {[round(x, 3) for x in rates]} -> {acc}; vLLM scheduler {sched}")
     rows: dict[str, dict] = {}
     for (ld, name), (wl, m) in measured.items():
         label = name if len(loads) == 1 else f"{name}@{ld}"
-        scfg = sim_config(cfg, _policy(cfg, name), wl, tmp, f"{ld}_{name}", prof, acc, sched)
+        scfg = sim_config(cfg, _policy(cfg, name), wl, tmp, f"{ld}_{name}", profs[name], acc, sched)
         rows[label] = {"load": ld, "rate": None if ld == "offline" else ld * capacity[name],
                        "measured": m, "simulated": simulate(scfg)}
     result = {"policies": rows, "loads": [str(x) for x in loads], "capacity_rps": capacity, "backend": "vllm",
-              "fits": {"step_time": fit, "acceptance": acc, "rates_measured": rates, "rates_fitted": fitted_rates,
+              "fits": {"step_time": fit, "engine_scale": scales,
+                       "calibration_steps": {n: len(v) for n, v in cal_steps.items()}, "acceptance": acc, "rates_measured": rates, "rates_fitted": fitted_rates,
                        "scheduler": sched},
               "pair": str(cfg.engine.pair), "clock": clock, "vllm_version": setup.installed_version(),
               "wall_s": time.perf_counter() - t_start}
@@ -251,6 +280,9 @@ def markdown(result: dict) -> str:
     lines += ["", "## Calibration (calibration requests, seed + 1000; never the held-out runs)", "",
               f"- step time (vLLM step log, {f['step_time']['steps']} steps, rel RMSE {f['step_time']['rel_rmse']:.3f}): "
               + ", ".join(f"{k} {1e6 * v:.2f} us" for k, v in c.items()),
+              "- per engine, its calibration seconds / the shared fit's (the machine's speed at that engine's "
+              "run; its policy is simulated with the fit x this): "
+              + ", ".join(f"{n} x{v:.3f}" for n, v in f["engine_scale"].items()),
               f"- acceptance: per-position rates measured {[round(x, 3) for x in f['rates_measured']]}, fitted "
               f"{[round(x, 3) for x in f['rates_fitted']]}: {f['acceptance']}", ""]
     return "\n".join(lines) + "\n"

@@ -148,3 +148,17 @@ def test_validate_vllm_route_tiny(tmp_path):
     assert row["simulated"]["num_steps"] == pytest.approx(row["measured"]["num_steps"], rel=0.25)
     assert all(0 < x <= 1 for x in res["fits"]["rates_measured"])
     assert (out / "steps-none.jsonl").is_file() and (out / "profile.csv").is_file()
+
+
+def test_engine_scales_follow_each_engines_speed():
+    """An engine whose calibration steps all ran 1.5x slower gets scale 1.5 against the fit of the
+    other (negative control: the joint fit's own scales are not both 1 when speeds differ)."""
+    fast, slow = _steps([0, 3]), _steps([0, 3])
+    for s in slow:
+        for key in ("start_s", "end_s", "cpu_start_s", "cpu_end_s"):
+            s[key] *= 1.5
+    fit_fast = vv.fit_cost([fast], "cpu")
+    sc = vv.engine_scales(fit_fast, {"a": fast, "b": slow}, "cpu")
+    assert sc["a"] == pytest.approx(1.0, rel=1e-6) and sc["b"] == pytest.approx(1.5, rel=1e-6)
+    joint = vv.engine_scales(vv.fit_cost([fast, slow], "cpu"), {"a": fast, "b": slow}, "cpu")
+    assert joint["a"] < 0.95 and joint["b"] > 1.05
