@@ -34,7 +34,9 @@ def grouped_attention(module, query, key, value, attention_mask, scaling=None, d
     hkv = key.shape[1]
     g = h // hkv  # query heads per KV head: head i reads KV head i // g (transformers' repeat_kv)
     scale = scaling if scaling is not None else d ** -0.5
-    s = torch.matmul(query.reshape(b, hkv, g * t, d), key.transpose(-1, -2))  # [B, Hkv, g*T, W]
+    # key/value are views of the slot buffers (strided along positions): a matmul on the strided
+    # key costs ~4x a contiguous copy plus the matmul (bf16, batch 8, 200 keys: 150 vs 13 + 37 us)
+    s = torch.matmul(query.reshape(b, hkv, g * t, d), key.contiguous().transpose(-1, -2))  # [B, Hkv, g*T, W]
     s = s.view(b, hkv, g, t, -1).mul_(scale) + mask[:, :, None].to(s.dtype)
     p = torch.softmax(s, dim=-1, dtype=torch.float32).to(value.dtype).view(b, hkv, g * t, -1)
     out = torch.matmul(p, value).view(b, h, t, d)

@@ -58,10 +58,13 @@ def prepack_linears(model: torch.nn.Module) -> torch.nn.Module:
     if not packed_available():
         return model
     for mod in model.modules():
-        if isinstance(mod, torch.nn.Linear) and mod.weight.dtype == torch.bfloat16 and mod.weight.device.type == "cpu":
+        is_linear = isinstance(mod, torch.nn.Linear)
+        if not (is_linear or getattr(mod, "prepackable", False)):  # prepackable: a module whose own
+            continue  # forward calls linear(self, x) (weight [out, in], bias), e.g. the SmolLM2 draft's head
+        if mod.weight.dtype == torch.bfloat16 and mod.weight.device.type == "cpu":
             with torch.no_grad():
                 packed = torch.ops.mkldnn._reorder_linear_weight(mod.weight.detach())
             mod._tetris_packed_weight = packed
-            if getattr(mod, "_tetris_pack", None) is None:  # else engine.forward's wrapper calls linear()
+            if is_linear and getattr(mod, "_tetris_pack", None) is None:  # else engine.forward's wrapper calls linear()
                 mod.forward = functools.partial(_packed_forward, mod, packed)
     return model

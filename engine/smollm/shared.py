@@ -11,6 +11,9 @@ NEG = -1e4  # logit of tokens outside the head: exp() underflows to exactly 0, b
 class RestrictedHead(nn.Module):
     """hidden [..., H] -> full-vocabulary logits [..., V]; only keep_ids are scored."""
 
+    bias = None  # a linear without bias: engine.kernels.prepack_linears packs its weight too
+    prepackable = True
+
     def __init__(self, weight_rows: torch.Tensor, keep_ids: torch.Tensor, vocab_size: int):
         super().__init__()
         self.weight = nn.Parameter(weight_rows)          # [n_keep, hidden] float32
@@ -18,7 +21,9 @@ class RestrictedHead(nn.Module):
         self.vocab_size = vocab_size
 
     def restricted(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.weight.t()                       # [..., n_keep]
+        from engine.kernels import linear
+
+        return linear(self, h)                           # [..., n_keep] (h @ weight.t())
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         small = self.restricted(h)
