@@ -41,7 +41,7 @@ def _cfg(temperature: float):
 
     return load_config(None, [f"workload.num_requests={N_REQ}", 'workload.prompt_len={dist="fixed",value=48}',
                               f'workload.output_len={{dist="fixed",value={OUT_LEN}}}', "server.max_batch=8",
-                              f"engine.temperature={temperature}"])
+                              f"engine.temperature={temperature}", 'engine.dtype="float32"'])
 
 
 def _serve_both(policy: dict | None, cpufix: bool, tmp):

@@ -77,11 +77,21 @@ def dsd_schedule(pcfg: PolicyConfig, max_batch: int) -> list[tuple[int, int, int
     return [(1, max_batch, k_hi)]
 
 
+def vllm_dtype(cfg: Config) -> str:
+    """engine.dtype resolved as for the native engine ("auto": bfloat16 on CUDA or on a CPU with
+    AMX/AVX512-BF16, else float32), as vLLM's dtype string."""
+    import torch
+
+    from engine.pairs import resolve_dtype
+
+    return "bfloat16" if resolve_dtype(cfg.engine.dtype, cfg.engine.device) == torch.bfloat16 else "float32"
+
+
 def make_llm(cfg: Config, target_dir: Path, tok_dir: Path, spec: dict | None, steplog: Path):
     from vllm import LLM
 
     os.environ["TETRIS_VLLM_STEPLOG"] = str(steplog)
-    return LLM(model=str(target_dir), tokenizer=str(tok_dir), dtype="float32" if cfg.engine.device == "cpu" else "auto",
+    return LLM(model=str(target_dir), tokenizer=str(tok_dir), dtype=vllm_dtype(cfg),
                speculative_config=spec, kv_cache_memory_bytes=KV_BYTES, max_num_seqs=cfg.server.max_batch,
                seed=cfg.seed, disable_log_stats=False, enforce_eager=True,
                scheduler_cls="engine.vllm.steplog.StepLogScheduler")
@@ -199,7 +209,7 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, pair, wl, workdir: P
         step_s = sum(x["cpu_end_s"] - x["cpu_start_s"] for x in steps)
     s.update(select_time_s=0.0, step_time_s=step_s, select_share=0.0, estimator="max_prob" if table else "none",
              temperature=cfg.engine.temperature, clock=cfg.engine.clock, backend="vllm", vllm_version=setup.installed_version(),
-             vllm_counters=count)
+             vllm_counters=count, resolved_dtype=vllm_dtype(cfg))
     res = VllmResult(seqs, records, stats, duration, 0.0, step_s)
     run = PolicyRun(label, s, res, [], [], pcfg)
     run.steplog = steplog
