@@ -27,13 +27,10 @@ from analysis.simapi import simulate  # noqa: E402
 from contract.config import PolicyConfig, load_config  # noqa: E402
 
 
-def calibrated(run: Path, profile: Path, tmp: Path, batch: int, prompt_len: int, output_len: int):
-    """validate's fitted simulator (cost table x scales, overheads, Beta acceptance) on batch B offline."""
-    fits = json.loads((run / "validate.json").read_text())["fits"]
-    table = cal.scale_table(profile, tmp / f"profile_fitted_{batch}.csv", fits["target_scale"], fits["draft_scale"],
-                            fits["spec_overhead_s"])
+def calibrated(run: Path, fits: dict, table: Path, batch: int, prompt_len: int, output_len: int):
+    """validate's fitted simulator (scaled cost table, overheads, Beta acceptance) on batch B offline."""
     beta = fits["beta"]
-    cfg = load_config(run / "config.toml", [
+    return load_config(run / "config.toml", [
         f"server.max_batch={batch}", f"workload.num_requests={max(2 * batch, 4)}", 'workload.arrival="offline"',
         f'workload.prompt_len={{dist="fixed",value={prompt_len}}}',
         f'workload.output_len={{dist="fixed",value={output_len - 1}}}',  # engine semantics: first token from prefill
@@ -41,7 +38,6 @@ def calibrated(run: Path, profile: Path, tmp: Path, batch: int, prompt_len: int,
         f"cost.prefill_per_token_s={fits['prefill_per_token_s']}", 'cost.draft_mode="sequential"',
         'acceptance.model="beta"', f"acceptance.beta_a={beta['beta_a']}", f"acceptance.beta_b={beta['beta_b']}",
         f"acceptance.decay={beta['decay']}", 'acceptance.estimate="perfect"'])
-    return cfg
 
 
 def throughput(cfg, **policy) -> float:
@@ -61,12 +57,20 @@ def main(argv=None) -> int:
         if not p.is_file():
             print(f"sim_crossover: {p}: no such file", file=sys.stderr)
             return 2
+    try:
+        batches = [int(x) for x in args.batches.split(",")]
+    except ValueError:
+        print(f"sim_crossover: --batches: {args.batches!r}: expected a comma list of integers", file=sys.stderr)
+        return 2
+    fits = json.loads((args.validate / "validate.json").read_text())["fits"]
     print("| batch | plain tok/s | best fixed k | best fixed x plain | best TETRIS | best TETRIS x plain | TETRIS / best fixed |")
     print("|---|---|---|---|---|---|---|")
     stops = None
     with tempfile.TemporaryDirectory() as d:
-        for b in [int(x) for x in args.batches.split(",")]:
-            cfg = calibrated(args.validate, args.profile, Path(d), b, args.prompt_len, args.output_len)
+        table = cal.scale_table(args.profile, Path(d) / "profile_fitted.csv", fits["target_scale"], fits["draft_scale"],
+                                fits["spec_overhead_s"])
+        for b in batches:
+            cfg = calibrated(args.validate, fits, table, b, args.prompt_len, args.output_len)
             plain = throughput(cfg, name="none")
             fixed = {k: throughput(cfg, name="fixed", k=k) for k in range(1, args.max_k + 1)}
             kb = max(fixed, key=fixed.get)
