@@ -121,7 +121,10 @@ def fit_costs(m_none, s_none: dict, m_spec, s_spec: dict, k_spec: int, prompt_to
       spec_overhead_s     speculation-only per-step seconds (estimates, selection, acceptance
                           bookkeeping): other / steps of the fixed run minus overhead_s; added to
                           the table's target rows with tokens_per_request >= 2
-      prefill_per_token_s prefill seconds / prompt tokens, both runs
+      prefill_call_s,     prefill = calls * prefill_call_s + prompt tokens * prefill_per_token_s,
+      prefill_per_token_s solved from the two runs (same prompts, different admission passes:
+                          plain admits whole waves, a speculative run mostly one request at a
+                          time, as requests finish at different steps); see fit_prefill
     """
     def other(m):
         return max(0.0, m.duration_s - m.prefill_s - m.draft_s - m.target_s)
@@ -133,9 +136,24 @@ def fit_costs(m_none, s_none: dict, m_spec, s_spec: dict, k_spec: int, prompt_to
     sim_draft_per_step = (s_spec["draft_time_s"] or 0.0) / max(s_spec["num_steps"], 1)
     meas_draft_per_step = m_spec.draft_s / max(m_spec.num_steps, 1)
     draft_scale = meas_draft_per_step / sim_draft_per_step if sim_draft_per_step > 0 else 1.0
+    call, per_token = fit_prefill(m_none, m_spec, prompt_tokens)
     return {"overhead_s": overhead, "target_scale": target_scale, "draft_scale": draft_scale,
             "spec_overhead_s": spec_extra, "k_calibration": k_spec,
-            "prefill_per_token_s": (m_none.prefill_s + m_spec.prefill_s) / max(2 * prompt_tokens, 1)}
+            "prefill_call_s": call, "prefill_per_token_s": per_token}
+
+
+def fit_prefill(m_a, m_b, prompt_tokens: int) -> tuple[float, float]:
+    """(seconds per admission pass, seconds per prompt token) from two runs over the same prompts:
+    prefill_s = calls * a + prompt_tokens * b solved exactly. Where the two runs made the same number
+    of passes, or the solution has a negative part, a = 0 and b = the pooled seconds per token.
+    (A speculative run's passes include the draft's prefill: its fixed and per-token parts fold in.)"""
+    pooled = (0.0, (m_a.prefill_s + m_b.prefill_s) / max(2 * prompt_tokens, 1))
+    ca, cb = m_a.prefill_calls, m_b.prefill_calls
+    if ca == cb or prompt_tokens <= 0:
+        return pooled
+    a = (m_b.prefill_s - m_a.prefill_s) / (cb - ca)
+    b = (m_a.prefill_s - a * ca) / prompt_tokens
+    return (float(a), float(b)) if a >= 0 and b >= 0 else pooled
 
 
 def speed_cost(cost, fit: dict, speed: tuple, tmp: Path, tag: str):
@@ -146,6 +164,7 @@ def speed_cost(cost, fit: dict, speed: tuple, tmp: Path, tag: str):
     table = scale_table(fit["profile"], Path(tmp) / f"profile_at_speed{tag}.csv", fit["target_scale"] * rt,
                         fit["draft_scale"] * rd, fit["spec_overhead_s"] * rt)
     return dataclasses.replace(cost, table=str(table), overhead_s=fit["overhead_s"] * rt,
+                               prefill_call_s=fit.get("prefill_call_s", 0.0) * rt,
                                prefill_per_token_s=fit["prefill_per_token_s"] * rt)
 
 

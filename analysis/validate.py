@@ -228,7 +228,7 @@ def calibrate_costs(pair, cfg: Config, prof_path: Path, beta: dict, tmp: Path, c
     creqs = eio.build_requests(ccfg, pair.tokenizer, pair.path)
     cwl = cal.write_workload(tmp / "workload_calibration.jsonl", creqs)
     raw = dataclasses.replace(cfg.cost, model="table", table=str(prof_path), overhead_s=0.0, prefill_s=0.0,
-                              prefill_per_token_s=0.0, draft_mode="sequential")
+                              prefill_per_token_s=0.0, prefill_call_s=0.0, draft_mode="sequential")
     cal_sim = dataclasses.replace(ccfg, cost=raw, acceptance=_beta_acceptance(cfg, beta))
     m_none = cal.at_reference_speed(eio.measure_best(pair, ccfg, _policy(cfg, "none"), creqs, False, repeats, clock))
     m_spec = cal.at_reference_speed(eio.measure_best(pair, ccfg, _policy(cfg, "fixed"), creqs, False, repeats, clock))
@@ -240,7 +240,7 @@ def calibrate_costs(pair, cfg: Config, prof_path: Path, beta: dict, tmp: Path, c
     fitted = cal.scale_table(prof_path, tmp / "profile_fitted.csv", fit["target_scale"], fit["draft_scale"],
                              fit["spec_overhead_s"])
     cost = dataclasses.replace(raw, table=str(fitted), overhead_s=fit["overhead_s"],
-                               prefill_per_token_s=fit["prefill_per_token_s"])
+                               prefill_call_s=fit["prefill_call_s"], prefill_per_token_s=fit["prefill_per_token_s"])
     return cost, fit
 
 
@@ -278,12 +278,12 @@ def simulate_point(cfg: Config, cost, trace_path: Path, beta: dict, pcfg, reqs, 
 
 def average_fits(prof_path: Path, raw_cost, fits: list[dict], tmp: Path):
     """The mean of each fitted figure over calibrations (before and after the measured runs: linear drift cancels)."""
-    keys = ("overhead_s", "target_scale", "draft_scale", "spec_overhead_s", "prefill_per_token_s")
+    keys = ("overhead_s", "target_scale", "draft_scale", "spec_overhead_s", "prefill_call_s", "prefill_per_token_s")
     fit = dict(fits[0]) | {k: sum(f[k] for f in fits) / len(fits) for k in keys}
     fit["calibrations"] = [{k: f[k] for k in keys} for f in fits]
     table = cal.scale_table(prof_path, tmp / "profile_fitted.csv", fit["target_scale"], fit["draft_scale"], fit["spec_overhead_s"])
     return dataclasses.replace(raw_cost, table=str(table), overhead_s=fit["overhead_s"],
-                               prefill_per_token_s=fit["prefill_per_token_s"]), fit
+                               prefill_call_s=fit["prefill_call_s"], prefill_per_token_s=fit["prefill_per_token_s"]), fit
 
 
 def resolve_clock(args_clock, cfg: Config) -> str:
@@ -314,7 +314,7 @@ def _validate(cfg: Config, policies, loads, tmp: Path, args) -> dict:
     def fit_log(when, f):
         log(f"calibration {when} (none + fixed k={cfg.policy.k}, seed {f['calibration_seed']}): overhead "
             f"{1e3 * f['overhead_s']:.3f} ms/step, target x{f['target_scale']:.3f}, draft x{f['draft_scale']:.3f}, "
-            f"spec +{1e3 * f['spec_overhead_s']:.3f} ms/step, prefill {1e6 * f['prefill_per_token_s']:.2f} us/token")
+            f"spec +{1e3 * f['spec_overhead_s']:.3f} ms/step, prefill {1e3 * f['prefill_call_s']:.2f} ms/pass + {1e6 * f['prefill_per_token_s']:.2f} us/token")
 
     cost0, fit0 = calibrate_costs(pair, cfg, prof_path, beta, tmp, clock, args.repeats)
     fit_log("before", fit0)
@@ -374,7 +374,8 @@ def _sources(prof_src: str, speed_probe: bool) -> dict:
             "draft_scale": "fitted: in-run / profiled draft seconds, calibration run (fixed)",
             "spec_overhead_s": "fitted: calibration run (fixed): other seconds per step - overhead_s; on speculative table rows",
             "overhead_s": "fitted: calibration run (none): (duration - prefill - draft - target) / steps",
-            "prefill_per_token_s": "fitted: calibration runs: prefill seconds / prompt tokens",
+            "prefill_call_s": "fitted: calibration runs: prefill = passes x prefill_call_s + prompt tokens x prefill_per_token_s",
+            "prefill_per_token_s": "fitted with prefill_call_s (both runs, same prompts, different admission passes)",
             "speed": ("every figure x (probe before the measured run / probe at profiling); probe = a fixed target "
                       "pass and draft forward" if speed_probe else "not rescaled (--speed-probe off)"),
             "acceptance (simulated)": "engine trace replay (trace_replay.jsonl)",
@@ -427,7 +428,7 @@ def _markdown(result: dict) -> str:
     lines += ["## Where the figures come from", ""] + [f"- {k}: {v}" for k, v in result["sources"].items()]
     f = result["fits"]
     lines += ["", f"Fitted: overhead_s = {f['overhead_s']:.6f} s/step, target x{f['target_scale']:.3f}, draft x{f['draft_scale']:.3f}, "
-              f"prefill_per_token_s = {f['prefill_per_token_s']:.3e} s, "
+              f"prefill_call_s = {f.get('prefill_call_s', 0.0):.3e} s, prefill_per_token_s = {f['prefill_per_token_s']:.3e} s, "
               f"Beta(a={f['beta']['beta_a']:.3f}, b={f['beta']['beta_b']:.3f}), decay {f['beta']['decay']:.3f}.", ""]
     return "\n".join(lines) + "\n"
 

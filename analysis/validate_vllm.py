@@ -140,7 +140,7 @@ def sim_config(cfg: Config, pcfg, reqs, tmp: Path, tag: str, table: Path, accept
         for r, p in zip(reqs.requests, reqs.prompts):
             fh.write(json.dumps({"arrival_s": float(r.arrival_s), "prompt_len": len(p), "output_len": int(r.output_len)}) + "\n")
     cost = dataclasses.replace(cfg.cost, model="table", table=str(table), overhead_s=0.0, prefill_s=0.0,
-                               prefill_per_token_s=0.0, draft_mode="sequential", verify_layout="packed")
+                               prefill_per_token_s=0.0, prefill_call_s=0.0, draft_mode="sequential", verify_layout="packed")
     acc = dataclasses.replace(cfg.acceptance, **acceptance)
     server = dataclasses.replace(cfg.server, scheduler="vllm", verify_layout="packed", **sched)
     w = dataclasses.replace(cfg.workload, arrival="trace", trace=str(wl), num_requests=len(reqs.requests))

@@ -35,7 +35,7 @@ def calibrated(run: Path, fits: dict, table: Path, batch: int, prompt_len: int, 
         f'workload.prompt_len={{dist="fixed",value={prompt_len}}}',
         f'workload.output_len={{dist="fixed",value={output_len - 1}}}',  # engine semantics: first token from prefill
         'cost.model="table"', f'cost.table="{table}"', f"cost.overhead_s={fits['overhead_s']}", "cost.prefill_s=0.0",
-        f"cost.prefill_per_token_s={fits['prefill_per_token_s']}", 'cost.draft_mode="sequential"',
+        f"cost.prefill_per_token_s={fits['prefill_per_token_s']}", f"cost.prefill_call_s={fits.get('prefill_call_s', 0.0)}", 'cost.draft_mode="sequential"',
         'acceptance.model="beta"', f"acceptance.beta_a={beta['beta_a']}", f"acceptance.beta_b={beta['beta_b']}",
         f"acceptance.decay={beta['decay']}", 'acceptance.estimate="perfect"'])
 

@@ -89,6 +89,8 @@ class CostConfig:
     draft_step_s: float = _f(0.002, min=0.0, doc="one draft step for the whole batch (s)")
     prefill_s: float = _f(0.0, min=0.0, doc="per request admission (s)")
     prefill_per_token_s: float = _f(0.0, min=0.0, doc="per prompt token at admission (s)")
+    prefill_call_s: float = _f(0.0, min=0.0, doc="per admission pass: one batched prefill forward of every "
+                               "request joining at a step, whatever their number (s)")
     draft_mode: str = _f("sequential", choices=("sequential", "parallel"))
     verify_layout: str = _f("", choices=("", "packed", "padded"),
                             doc="deprecated alias of server.verify_layout for the simulator side (\"\": not set)")

@@ -62,6 +62,7 @@ class StepStats:
         self.target_s = 0.0  # seconds spent in verification
         self.draft_s = 0.0  # seconds spent drafting (what the step paid, after overlap)
         self.prefill_s = 0.0  # seconds spent in prefill
+        self.prefill_calls = 0  # admission passes (one batched prefill of the requests joining at once)
         self._window_hist = np.zeros(1, np.int64)  # [L+1] request-steps per verified window L
         self._accepted_hist = np.zeros(1, np.int64)  # [A+1] request-steps per accepted count A
         self._emitted = 0  # output tokens emitted by decoding steps
@@ -140,7 +141,7 @@ class StepStats:
 
     def merge(self, other: "StepStats") -> None:
         """Add another run's counters (e.g. another replica)."""
-        for name in ("num_steps", "request_steps", "drafted_tokens", "target_s", "draft_s", "prefill_s"):
+        for name in ("num_steps", "request_steps", "drafted_tokens", "target_s", "draft_s", "prefill_s", "prefill_calls"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self._flush()
         self._emitted += other.emitted_tokens

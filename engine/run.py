@@ -44,6 +44,7 @@ def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
                 for s in joining:
                     s.arrival_s = engine.now()
             stats.prefill_s += engine.admit(joining)
+            stats.prefill_calls += 1
             if progress is not None:
                 progress.update(sum(1 for s in joining if s.done))
         if not engine.seqs:

@@ -24,7 +24,9 @@ Models (cost.model):
              4 * layers * heads * head_dim * tokens * context; bytes = 2 * params (bf16 weights)
              + 4 * layers * kv_heads * head_dim * batch * context (bf16 K and V).
   table      a profiled CSV, interpolated (see TABLE FORMAT below).
-Prefill (every model): prefill_s per admitted request + prefill_per_token_s per prompt token;
+Prefill (every model): prefill_call_s per admission pass (the one batched prefill forward of the
+requests joining at a step: weights read once, per-layer overhead) + prefill_s per admitted request
++ prefill_per_token_s per prompt token;
 roofline adds one target forward over the admitted prompts (mean context = half a prompt).
 
 TABLE FORMAT (written by `tetris profile`, read here): contract/profile_table.py, CSV
@@ -127,7 +129,8 @@ class CostModel:
             m, hw = MODELS[c.target_preset], HARDWARE[c.hardware]
             extra = float(_forward_s(m, hw, c.num_gpus, c.flops_efficiency, c.bandwidth_efficiency,
                                      float(prompt_tokens), num_admitted, prompt_tokens / (2.0 * num_admitted)))
-        return c.prefill_s * num_admitted + c.prefill_per_token_s * prompt_tokens + extra
+        call = c.prefill_call_s if num_admitted else 0.0
+        return call + c.prefill_s * num_admitted + c.prefill_per_token_s * prompt_tokens + extra
 
     def step_parts(self, batch: int, drafts: int, verified, context: float):
         """(seconds paid for drafting, seconds of the target pass) for one decode step."""

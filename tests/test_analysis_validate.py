@@ -52,7 +52,31 @@ def test_fit_costs_splits_the_step_time():
     assert fit["spec_overhead_s"] == pytest.approx(0.02)  # (23 - 1 - 6 - 12) / 100 - 0.02
     assert fit["target_scale"] == pytest.approx(1.0)  # 22 / 22
     assert fit["draft_scale"] == pytest.approx(2.0)  # 0.06 / 0.03 per step
-    assert fit["prefill_per_token_s"] == pytest.approx(1e-3)
+    assert fit["prefill_per_token_s"] == pytest.approx(1e-3)  # same passes in both runs: pooled
+    assert fit["prefill_call_s"] == 0.0
+
+
+def _prefill_run(calls: int, seconds: float):
+    from analysis.engine_io import Measured
+
+    return Measured({}, prefill_s=seconds, draft_s=0.0, target_s=1.0, step_s=1.0, select_s=0.0, num_steps=10,
+                    duration_s=2.0, prefill_calls=calls)
+
+
+def test_fit_prefill_per_pass_and_per_token():
+    # plain: 8 passes (whole waves), speculative: 40 passes (one joining request at a time), 6144
+    # prompt tokens each: 50 ms per pass + 0.5 ms per token are recovered exactly. The pooled
+    # per-token figure (the fit before) would charge 0.62 ms / token for both runs: 19% too much
+    # for plain, 33% too little for the speculative run (the power: any figure off by 1e-9 fails).
+    a, b, tokens = 0.05, 5e-4, 6144
+    m_plain, m_spec = _prefill_run(8, 8 * a + tokens * b), _prefill_run(40, 40 * a + tokens * b)
+    assert cal.fit_prefill(m_plain, m_spec, tokens) == pytest.approx((a, b), rel=1e-9)
+    assert cal.fit_prefill(m_spec, m_plain, tokens) == pytest.approx((a, b), rel=1e-9)
+    # same number of passes (or a negative part): no split, the pooled seconds per token
+    same = _prefill_run(8, 8 * a + tokens * b)
+    assert cal.fit_prefill(m_plain, same, tokens) == (0.0, pytest.approx(a * 8 / tokens + b))
+    more_for_fewer = _prefill_run(40, 1.0)  # more passes, less time: no physical split
+    assert cal.fit_prefill(m_plain, more_for_fewer, tokens)[0] == 0.0
 
 
 def test_scale_table(tmp_path):

@@ -108,3 +108,13 @@ def test_bfloat16_draft_with_float32_target_is_lossless(pair, prompts, plain):
     out, res = generate((target, half), prompts, PolicyConfig(name="tetris", k=2, extra=1), packed=True)
     assert out == plain
     assert res.stats.accepted_tokens > 0
+
+
+def test_admission_passes_counted(pair, prompts):
+    """StepStats.prefill_calls counts the engine's batched prefill forwards (the simulator's
+    cost.prefill_call_s is fitted per pass): plain decoding of 7 equal-length requests at batch 3
+    admits 3, 3, 1 (3 passes); arrivals one per step admit one request per pass."""
+    _, res = generate(pair, prompts, PolicyConfig(name="none"))
+    assert res.stats.prefill_calls == 3
+    _, res = generate(pair, prompts, PolicyConfig(name="none"), arrivals=[0, 20, 40, 60, 80, 100, 120])
+    assert res.stats.prefill_calls == 7

@@ -109,3 +109,21 @@ def test_verify_layout_step_cost(layout, section):
         assert dt == pytest.approx(scored)
         uneven += int(lengths.max() * n != lengths.sum())
     assert uneven > 0  # TETRIS gave some step uneven windows, so the two layouts differ
+
+
+def test_prefill_call_cost_once_per_admission_pass(tmp_path):
+    # cost.prefill_call_s is paid once by each step that admits anyone, whatever the number joining
+    # (the engine's one batched prefill forward). Timeline of test_continuous_batching_timeline with
+    # 0.5 s per pass: r0 [0, 1.5]; r1 joins [1.5, 3]; r2 joins [3, 4.5], [4.5, 5.5]; r3 [10, 11.5], [11.5, 12.5].
+    cfg = config(tmp_path, [(0.0, 5, 2), (0.5, 5, 1), (0.6, 5, 2), (10.0, 5, 2)],
+                 cost={"model": "constant", "step_s": 1.0, "prefill_call_s": 0.5}, server={"max_batch": 2},
+                 policy={"name": "none"})
+    c = run(cfg).columns
+    assert c["first_token_s"].tolist() == [1.5, 3.0, 4.5, 11.5]
+    assert c["finish_s"].tolist() == [3.0, 3.0, 5.5, 12.5]
+    # two requests joining at once pay one pass (per request would give 2.0 / 3.0: the negative control)
+    cfg = config(tmp_path, [(0.0, 5, 2), (0.0, 5, 2)],
+                 cost={"model": "constant", "step_s": 1.0, "prefill_call_s": 0.5}, server={"max_batch": 2},
+                 policy={"name": "none"})
+    c = run(cfg).columns
+    assert c["first_token_s"].tolist() == [1.5, 1.5] and c["finish_s"].tolist() == [2.5, 2.5]
