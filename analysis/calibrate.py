@@ -105,6 +105,7 @@ def at_reference_speed(m):
     rt, rd = m.speed
     other = max(0.0, m.duration_s - m.prefill_s - m.draft_s - m.target_s)
     return dataclasses.replace(m, prefill_s=m.prefill_s / rt, draft_s=m.draft_s / rd, target_s=m.target_s / rt,
+                               prefill_log=tuple((tok, s / rt) for tok, s in m.prefill_log),
                                step_s=m.step_s / rt, duration_s=(m.prefill_s + m.target_s + other) / rt + m.draft_s / rd,
                                speed=(1.0, 1.0))
 
@@ -121,10 +122,8 @@ def fit_costs(m_none, s_none: dict, m_spec, s_spec: dict, k_spec: int, prompt_to
       spec_overhead_s     speculation-only per-step seconds (estimates, selection, acceptance
                           bookkeeping): other / steps of the fixed run minus overhead_s; added to
                           the table's target rows with tokens_per_request >= 2
-      prefill_call_s,     prefill = calls * prefill_call_s + prompt tokens * prefill_per_token_s,
-      prefill_per_token_s solved from the two runs (same prompts, different admission passes:
-                          plain admits whole waves, a speculative run mostly one request at a
-                          time, as requests finish at different steps); see fit_prefill
+      prefill_call_s,     seconds of one admission pass = prefill_call_s + its prompt tokens x
+      prefill_per_token_s prefill_per_token_s, least squares over every pass of both runs (see fit_prefill)
     """
     def other(m):
         return max(0.0, m.duration_s - m.prefill_s - m.draft_s - m.target_s)
@@ -143,17 +142,19 @@ def fit_costs(m_none, s_none: dict, m_spec, s_spec: dict, k_spec: int, prompt_to
 
 
 def fit_prefill(m_a, m_b, prompt_tokens: int) -> tuple[float, float]:
-    """(seconds per admission pass, seconds per prompt token) from two runs over the same prompts:
-    prefill_s = calls * a + prompt_tokens * b solved exactly. Where the two runs made the same number
-    of passes, or the solution has a negative part, a = 0 and b = the pooled seconds per token.
-    (A speculative run's passes include the draft's prefill: its fixed and per-token parts fold in.)"""
-    pooled = (0.0, (m_a.prefill_s + m_b.prefill_s) / max(2 * prompt_tokens, 1))
-    ca, cb = m_a.prefill_calls, m_b.prefill_calls
-    if ca == cb or prompt_tokens <= 0:
-        return pooled
-    a = (m_b.prefill_s - m_a.prefill_s) / (cb - ca)
-    b = (m_a.prefill_s - a * ca) / prompt_tokens
-    return (float(a), float(b)) if a >= 0 and b >= 0 else pooled
+    """(seconds per admission pass, seconds per prompt token): non-negative least squares of each
+    pass's seconds on [1, its prompt tokens] over the passes of both runs (Measured.prefill_log).
+    Passes differ in size (a wave of requests joining at once, or one request as another finishes),
+    which separates the pass's fixed cost (weights read once, per-layer overhead) from the per-token
+    one. With fewer than two distinct pass sizes: no fixed part, the pooled seconds per token.
+    (A speculative run's passes include the draft's prefill: it folds into both figures.)"""
+    from scipy.optimize import nnls
+
+    log = np.array(list(m_a.prefill_log) + list(m_b.prefill_log), dtype=np.float64).reshape(-1, 2)
+    if np.unique(log[:, 0]).size < 2:
+        return 0.0, (m_a.prefill_s + m_b.prefill_s) / max(2 * prompt_tokens, 1)
+    (a, b), _ = nnls(np.column_stack([np.ones(len(log)), log[:, 0]]), log[:, 1])
+    return float(a), float(b)
 
 
 def speed_cost(cost, fit: dict, speed: tuple, tmp: Path, tag: str):

@@ -49,7 +49,7 @@ class Measured:
     duration_s: float
     spread: float = 0.0  # (max - min) / this run's output_throughput over the repeated runs (noise; this = the fastest)
     speed: tuple = (1.0, 1.0)  # (target, draft) probe seconds just before the run / at profiling time
-    prefill_calls: int = 0  # admission passes (batched prefill forwards)
+    prefill_log: tuple = ()  # per admission pass (batched prefill forward): (prompt tokens, seconds)
 
 
 def load(cfg: Config) -> Pair:
@@ -178,7 +178,7 @@ def measure(pair: Pair, cfg: Config, pcfg, reqs: list[Req], timed: bool, progres
     s = summarize(res.records, res.stats, res.duration_s, cfg.slo)
     st = res.stats
     return Measured(s, st.prefill_s, st.draft_s, st.target_s, res.step_s, res.select_s, st.num_steps, res.duration_s,
-                    speed=speed, prefill_calls=st.prefill_calls)
+                    speed=speed, prefill_log=tuple(res.prefill_log))
 
 
 def measure_best(pair: Pair, cfg: Config, pcfg, reqs: list[Req], timed: bool, repeats: int = 3,

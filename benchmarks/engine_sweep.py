@@ -140,7 +140,9 @@ def point(pair: str, temp: float, batch: int, label: str, run) -> dict:
             "acceptance_length": s.get("acceptance_length"), "select_share": s["select_share"],
             "select_time_s": s["select_time_s"], "step_time_s": s["step_time_s"],
             "mean_batch": s.get("mean_batch"), "num_requests": s.get("num_requests"),
-            "output_tokens": s.get("output_tokens"), "clock": s["clock"]}
+            "output_tokens": s.get("output_tokens"), "clock": s["clock"], "num_steps": s.get("num_steps"),
+            "tokens_per_step": s.get("tokens_per_step"), "prefill_time_s": s.get("prefill_time_s"),
+            "prefill_passes": s.get("prefill_passes"), "duration_s": s.get("duration_s")}
 
 
 def speculative(label: str) -> bool:
@@ -201,6 +203,31 @@ def markdown(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def budget(points: list[dict]) -> str:
+    """Where each speculative policy's gain over plain goes, per (temperature, batch): the steps'
+    own speedup (tokens emitted by steps / step seconds, vs plain), the same at plain's mean batch
+    (requests finish at different steps, so a speculative run's batch drains at the end and
+    refills one request at a time), and the prefill seconds (one pass per admission: plain admits
+    whole waves, speculation mostly one request per pass)."""
+    lines = ["| T | batch | policy | steps | mean batch | tokens / step | ms / step | step speedup "
+             "| step speedup at plain's batch | prefill passes | prefill s (share) | x plain |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    at = {(p["temperature"], p["batch"], p["policy"]): p for p in points}
+    for p in points:
+        base = at.get((p["temperature"], p["batch"], "none"))
+        if not p.get("num_steps") or not p.get("step_time_s") or base is None or not base.get("num_steps"):
+            continue
+        rate = lambda q: (q["output_tokens"] - q["num_requests"]) / q["step_time_s"]  # noqa: E731 (first tokens: prefill)
+        x_step = rate(p) / rate(base)
+        x_full = x_step * base["mean_batch"] / p["mean_batch"]
+        share = p["prefill_time_s"] / p["duration_s"] if p.get("duration_s") else 0.0
+        lines.append(f"| {p['temperature']:g} | {p['batch']} | {p['policy']} | {p['num_steps']} | {p['mean_batch']:.2f} "
+                     f"| {p['tokens_per_step']:.2f} | {1e3 * p['step_time_s'] / p['num_steps']:.1f} | {x_step:.3f}x "
+                     f"| {x_full:.3f}x | {p['prefill_passes']} | {p['prefill_time_s']:.2f} ({100 * share:.0f}%) "
+                     f"| {p['output_throughput'] / base['output_throughput']:.3f}x |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def run_points(args, configs) -> list[dict]:
     from engine.serve import run_config
 
@@ -247,6 +274,9 @@ def main(argv=None) -> int:
             f"fastest of {args.repeats} interleaved run(s) per policy.")
     print(note + "\n")
     print(markdown(pts))
+    table = budget(pts)
+    if table:
+        print("### Where the time goes (per policy vs plain, same requests)\n\n" + table + "\n")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

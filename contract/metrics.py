@@ -354,6 +354,7 @@ def summarize(records, stats: StepStats | None, duration_s: float, slo=None) -> 
         target_time_s=st.target_s,
         draft_time_s=st.draft_s,
         prefill_time_s=st.prefill_s,
+        prefill_passes=st.prefill_calls,
     )
     if ok is not None:
         s["goodput"] = _ratio(n_ok, duration_s)

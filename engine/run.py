@@ -17,6 +17,7 @@ class RunResult:
     duration_s: float  # seconds from start to the last finish
     select_s: float  # seconds spent estimating + allocating
     step_s: float  # seconds spent in decoding steps (draft + select + verify + bookkeeping)
+    prefill_log: list  # per admission pass: (prompt tokens, seconds)
 
 
 def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
@@ -33,6 +34,7 @@ def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
             s.arrival_s = 0.0
     stats = StepStats()
     select_s = step_s = 0.0
+    prefill_log = []
     engine.t0 = engine.clock()
     while queue or engine.seqs:
         now = float(engine.step_index) if arrivals_in_steps else engine.now()
@@ -43,8 +45,10 @@ def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
             if arrivals_in_steps:
                 for s in joining:
                     s.arrival_s = engine.now()
-            stats.prefill_s += engine.admit(joining)
+            seconds = engine.admit(joining)
+            stats.prefill_s += seconds
             stats.prefill_calls += 1
+            prefill_log.append((sum(len(s.prompt) for s in joining), seconds))
             if progress is not None:
                 progress.update(sum(1 for s in joining if s.done))
         if not engine.seqs:
@@ -65,4 +69,4 @@ def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
             progress.update(len(out.finished))
     duration = max((s.finish_s for s in seqs), default=0.0)
     records = [RequestRecord(s.id, s.arrival_s, s.first_token_s, s.finish_s, len(s.prompt), len(s.out)) for s in seqs]
-    return RunResult(list(seqs), records, stats, duration, select_s, step_s)
+    return RunResult(list(seqs), records, stats, duration, select_s, step_s, prefill_log)

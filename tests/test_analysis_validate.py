@@ -56,27 +56,31 @@ def test_fit_costs_splits_the_step_time():
     assert fit["prefill_call_s"] == 0.0
 
 
-def _prefill_run(calls: int, seconds: float):
+def _prefill_run(passes: list[int], a: float = 0.05, b: float = 5e-4, noise: float = 0.0, seed: int = 0):
+    """A Measured whose admission passes (prompt tokens each) cost a + b * tokens seconds (+ noise)."""
     from analysis.engine_io import Measured
 
-    return Measured({}, prefill_s=seconds, draft_s=0.0, target_s=1.0, step_s=1.0, select_s=0.0, num_steps=10,
-                    duration_s=2.0, prefill_calls=calls)
+    rng = np.random.default_rng(seed)
+    log = tuple((tok, a + b * tok + noise * rng.standard_normal()) for tok in passes)
+    return Measured({}, prefill_s=sum(s for _, s in log), draft_s=0.0, target_s=1.0, step_s=1.0, select_s=0.0,
+                    num_steps=10, duration_s=2.0, prefill_log=log)
 
 
 def test_fit_prefill_per_pass_and_per_token():
-    # plain: 8 passes (whole waves), speculative: 40 passes (one joining request at a time), 6144
-    # prompt tokens each: 50 ms per pass + 0.5 ms per token are recovered exactly. The pooled
-    # per-token figure (the fit before) would charge 0.62 ms / token for both runs: 19% too much
-    # for plain, 33% too little for the speculative run (the power: any figure off by 1e-9 fails).
-    a, b, tokens = 0.05, 5e-4, 6144
-    m_plain, m_spec = _prefill_run(8, 8 * a + tokens * b), _prefill_run(40, 40 * a + tokens * b)
-    assert cal.fit_prefill(m_plain, m_spec, tokens) == pytest.approx((a, b), rel=1e-9)
-    assert cal.fit_prefill(m_spec, m_plain, tokens) == pytest.approx((a, b), rel=1e-9)
-    # same number of passes (or a negative part): no split, the pooled seconds per token
-    same = _prefill_run(8, 8 * a + tokens * b)
-    assert cal.fit_prefill(m_plain, same, tokens) == (0.0, pytest.approx(a * 8 / tokens + b))
-    more_for_fewer = _prefill_run(40, 1.0)  # more passes, less time: no physical split
-    assert cal.fit_prefill(m_plain, more_for_fewer, tokens)[0] == 0.0
+    # plain: whole waves of 8 x 96-token prompts; speculative: mostly one request per pass.
+    # 50 ms per pass + 0.5 ms per token are recovered exactly; the pooled per-token figure (the fit
+    # before) charges 0.59 ms / token for both: 16% too much for a wave, 30% too little for one request.
+    a, b = 0.05, 5e-4
+    m_plain, m_spec = _prefill_run([768] * 4), _prefill_run([768] + [96] * 24)
+    assert cal.fit_prefill(m_plain, m_spec, 3072) == pytest.approx((a, b), rel=1e-9)
+    # with timing noise (2 ms per pass, 29 passes) both figures land within 10%: the test's power
+    noisy = cal.fit_prefill(_prefill_run([768] * 4, noise=2e-3, seed=1), _prefill_run([768] + [96] * 24, noise=2e-3, seed=2), 3072)
+    assert noisy == pytest.approx((a, b), rel=0.1)
+    # every pass the same size: no split, the pooled seconds per token
+    same = cal.fit_prefill(_prefill_run([96] * 8), _prefill_run([96] * 8), 768)
+    assert same == (0.0, pytest.approx(a / 96 + b))
+    # a fixed part cannot be negative (nnls): passes that cost less than proportional give a = 0
+    assert cal.fit_prefill(_prefill_run([768, 96], a=-0.01), _prefill_run([96], a=-0.01), 960)[0] == 0.0
 
 
 def test_scale_table(tmp_path):

@@ -47,6 +47,23 @@ def test_quick_sweep_json_and_table(tmp_path, capsys, pair_arg):
         assert p["output_throughput"] > 0 and 0 <= p["select_share"] < 1 and p["clock"] == "cpu"
     assert data["meta"]["clock"] == "cpu" and data["meta"]["threads"] == 1
     assert "TETRIS best / best fixed" in text and "Speculation stops paying" in text and "engine.clock = 'cpu'" in text
+    assert "Where the time goes" in text
+    for p in data["points"]:
+        assert p["prefill_passes"] >= 1 and p["num_steps"] > 0 and p["prefill_time_s"] > 0
+
+
+def test_budget_table_arithmetic():
+    # plain: 8 requests x 11 step tokens in 2 s of steps at mean batch 8; speculative: the same
+    # tokens in 1 s at mean batch 6: steps 2x faster, 2.667x at plain's batch; 3 s vs 4 s overall
+    base = dict(temperature=0.0, batch=8, num_steps=11, mean_batch=8.0, tokens_per_step=8.0, step_time_s=2.0,
+                output_tokens=96, num_requests=8, prefill_passes=1, prefill_time_s=1.0, duration_s=4.0,
+                output_throughput=24.0)
+    spec = dict(base, policy="fixed-k2", num_steps=5, mean_batch=6.0, tokens_per_step=17.6, step_time_s=1.0,
+                prefill_passes=3, prefill_time_s=2.0, duration_s=3.0, output_throughput=32.0)
+    row = _sweep().budget([dict(base, policy="none"), spec]).splitlines()[-1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "fixed-k2" and cells[7] == "2.000x" and cells[8] == "2.667x"
+    assert cells[9] == "3" and cells[10] == "2.00 (67%)" and cells[11] == "1.333x"
 
 
 @pytest.mark.parametrize("argv, key", [

@@ -116,5 +116,7 @@ def test_admission_passes_counted(pair, prompts):
     admits 3, 3, 1 (3 passes); arrivals one per step admit one request per pass."""
     _, res = generate(pair, prompts, PolicyConfig(name="none"))
     assert res.stats.prefill_calls == 3
+    assert [tok for tok, _ in res.prefill_log] == [sum(map(len, prompts[:3])), sum(map(len, prompts[3:6])), len(prompts[6])]
+    assert sum(sec for _, sec in res.prefill_log) == pytest.approx(res.stats.prefill_s)
     _, res = generate(pair, prompts, PolicyConfig(name="none"), arrivals=[0, 20, 40, 60, 80, 100, 120])
     assert res.stats.prefill_calls == 7
