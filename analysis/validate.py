@@ -374,8 +374,9 @@ def _sources(prof_src: str, speed_probe: bool) -> dict:
             "draft_scale": "fitted: in-run / profiled draft seconds, calibration run (fixed)",
             "spec_overhead_s": "fitted: calibration run (fixed): other seconds per step - overhead_s; on speculative table rows",
             "overhead_s": "fitted: calibration run (none): (duration - prefill - draft - target) / steps",
-            "prefill_call_s": "fitted: calibration runs: prefill = passes x prefill_call_s + prompt tokens x prefill_per_token_s",
-            "prefill_per_token_s": "fitted with prefill_call_s (both runs, same prompts, different admission passes)",
+            "prefill_call_s": "fitted: each admission pass's seconds = prefill_call_s + its prompt tokens x prefill_per_token_s, "
+                              "non-negative least squares over every pass of both calibration runs",
+            "prefill_per_token_s": "fitted with prefill_call_s (calibrate.fit_prefill)",
             "speed": ("every figure x (probe before the measured run / probe at profiling); probe = a fixed target "
                       "pass and draft forward" if speed_probe else "not rescaled (--speed-probe off)"),
             "acceptance (simulated)": "engine trace replay (trace_replay.jsonl)",

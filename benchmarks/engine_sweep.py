@@ -213,11 +213,14 @@ def budget(points: list[dict]) -> str:
              "| step speedup at plain's batch | prefill passes | prefill s (share) | x plain |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     at = {(p["temperature"], p["batch"], p["policy"]): p for p in points}
+
+    def rate(q):  # tokens emitted by decoding steps per step second (each request's first token is prefill's)
+        return (q["output_tokens"] - q["num_requests"]) / q["step_time_s"]
+
     for p in points:
         base = at.get((p["temperature"], p["batch"], "none"))
         if not p.get("num_steps") or not p.get("step_time_s") or base is None or not base.get("num_steps"):
             continue
-        rate = lambda q: (q["output_tokens"] - q["num_requests"]) / q["step_time_s"]  # noqa: E731 (first tokens: prefill)
         x_step = rate(p) / rate(base)
         x_full = x_step * base["mean_batch"] / p["mean_batch"]
         share = p["prefill_time_s"] / p["duration_s"] if p.get("duration_s") else 0.0

@@ -192,9 +192,7 @@ def _forward_slots(model, kv: slm.SlotKV, slots, tokens, last_only, logits, feat
     if ids.shape[1] < t:  # every row of a span may be shorter only if t == 0
         ids = torch.nn.functional.pad(ids, (0, t - ids.shape[1]))
     grouped = att.use_grouped(model)
-    mask = plan.mask(dtype)  # None: every row has the same length and T real tokens (HF's own causal mask)
-    if grouped and mask is not None:
-        mask = plan.full_mask(dtype)
+    mask = plan.mask(dtype)  # None: every row has the same length and T real tokens (HF's causal mask, sdpa)
     kw = dict(attention_mask=mask, position_ids=plan.positions(), past_key_values=slm.cache_for(plan), use_cache=True)
     if getattr(model, "reads_target_features", False):
         kw["inputs_embeds"] = model.fuse(ids, _features(model, plan, feats, ids.shape[0], t, dtype, dev))
