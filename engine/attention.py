@@ -1,28 +1,47 @@
-"""Attention for the engine's slot passes: grouped matmuls with the pass's own additive mask.
+"""Attention for the engine's slot passes: sdpa with the pass's own additive mask, KV heads never repeated.
 
-Measured here (one thread, CPU clock, batch 8, 9 query / 3 KV heads, head dim 64, 170 keys): torch's
-scaled_dot_product_attention costs ~1.2 ms per call in bfloat16 for one new token per row (its CPU
-kernel), ~0.18 ms in float32; two matmuls with the query heads grouped per KV head (no repeat_kv copy)
-and a float32 softmax cost ~0.12 ms (bf16) and ~0.18 ms (fp32), and 0.2-0.3 ms for 3 tokens per row.
-So the engine registers this function with transformers' AttentionInterface and switches a model to
-it for its slot passes (engine.forward); the mask is the pass's (slots.Plan.full_mask), set here for the
-duration of the pass. A pass that needs no mask (every row the same length and T real tokens: plain
-decoding of equal rows, a prefill) leaves it None, and then this defers to transformers' sdpa, whose
-mask-free kernel is faster still (plain decoding vs HF generate(): 0.870x -> 0.965x at batch 1, 0.918x ->
-1.000x at batch 8, benchmarks/hf_generate.py, 2026-12-03); so do BatchKV forwards and profiling.
-Device-generic (matmul + softmax), on CUDA too.
+A slot pass whose rows differ in length, or that feeds T > 1 tokens per row after a past (a
+verification, a draft refeed), needs a per-row mask [B, 1, T, W] (slots.Plan.full_mask). Handed such a
+mask, transformers' sdpa path repeats every KV head for the GQA query heads (repeat_kv: two copies per
+layer) and runs sdpa's masked kernel over all H heads. Here instead:
+  T == 1   sdpa with the mask and enable_gqa (no copy),
+  T > 1    each KV head's g query heads are folded into the query axis: q [B, Hkv, g * T, D] against
+           k/v [B, Hkv, W, D] with the mask repeated g times along the queries ([B, 1, g * T, W],
+           built once per pass and g): one sdpa call, no copy, g * T queries per KV head.
+Measured (`benchmarks/attention.py`, 2026-12-03, one thread, bf16, batch 8, 9 query / 3 KV heads, head
+dim 64, past <= 180): at T = 3 the fold costs 149 us per call, sdpa with enable_gqa 291 us, the earlier
+two grouped matmuls 271 us, transformers' repeat_kv + sdpa 1125 us; at T = 1 enable_gqa 86 us, the fold
+104 us (in float32 the fold wins at T = 1 too, 126 vs 157 us; the rule stays one for both dtypes).
+A pass that needs no mask (a prefill, or one token per row of equal rows: plain decoding) leaves
+Active.mask None, and then this defers to transformers' sdpa and its mask-free kernel; so do BatchKV
+forwards and profiling. Device-generic (sdpa), on CUDA too.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 NAME = "tetris_grouped"
 
 
 class Active:
-    """The additive mask [B, 1, T, W] of the slot pass in progress (None outside one)."""
+    """The additive mask [B, 1, T, W] of the slot pass in progress (None outside one), and its copies
+    folded for g query heads per KV head ([B, 1, g * T, W], built once per pass and g)."""
 
     mask: torch.Tensor | None = None
+    folded: dict = {}
+
+    @classmethod
+    def set(cls, mask: torch.Tensor | None) -> None:
+        cls.mask, cls.folded = mask, {}
+
+    @classmethod
+    def fold(cls, g: int) -> torch.Tensor:
+        """Query row r * T + j (head r of a KV head's group, token j) sees what token j sees."""
+        if g not in cls.folded:
+            b, _, t, w = cls.mask.shape
+            cls.folded[g] = cls.mask[:, :, None].expand(b, 1, g, t, w).reshape(b, 1, g * t, w)
+        return cls.folded[g]
 
 
 def grouped_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -36,13 +55,11 @@ def grouped_attention(module, query, key, value, attention_mask, scaling=None, d
     b, h, t, d = query.shape
     hkv = key.shape[1]
     g = h // hkv  # query heads per KV head: head i reads KV head i // g (transformers' repeat_kv)
-    scale = scaling if scaling is not None else d ** -0.5
-    # key/value are views of the slot buffers (strided along positions): a matmul on the strided
-    # key costs ~4x a contiguous copy plus the matmul (bf16, batch 8, 200 keys: 150 vs 13 + 37 us)
-    s = torch.matmul(query.reshape(b, hkv, g * t, d), key.contiguous().transpose(-1, -2))  # [B, Hkv, g*T, W]
-    s = s.view(b, hkv, g, t, -1).mul_(scale) + mask[:, :, None].to(s.dtype)
-    p = torch.softmax(s, dim=-1, dtype=torch.float32).to(value.dtype).view(b, hkv, g * t, -1)
-    out = torch.matmul(p, value).view(b, h, t, d)
+    if t == 1:  # sdpa's own GQA (no repeated KV) is the cheaper kernel for one query per row
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling, enable_gqa=g > 1)
+    else:  # fold each group's g heads into the query axis: one KV head, g * T queries
+        out = F.scaled_dot_product_attention(query.reshape(b, hkv, g * t, d), key, value, attn_mask=Active.fold(g),
+                                             scale=scaling).view(b, h, t, d)
     return out.transpose(1, 2).contiguous(), None
 
 

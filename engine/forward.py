@@ -202,11 +202,11 @@ def _forward_slots(model, kv: slm.SlotKV, slots, tokens, last_only, logits, feat
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     pack = _start_pack(model, n, t, ids.shape[0] * t) if packed else None
     n_sel = n_given.to(dev)
-    att.Active.mask = mask if grouped else None
+    att.Active.set(mask if grouped else None)
     try:
         out, hid = _run(model, kw, head, rows, n_sel, last_only, logits, hidden, plan.select)
     finally:
-        att.Active.mask = None
+        att.Active.set(None)
         if pack is not None:
             pack.rows = None
     plan.commit()

@@ -124,9 +124,11 @@ class Plan:
         return self.pos
 
     def mask(self, dtype) -> torch.Tensor | None:
-        """Additive [B, 1, T, width + T]: query j of row b sees positions <= past[b] + j; None when every
-        row has the same length and T real tokens (then the model's own causal mask is the same)."""
-        return None if self.fresh or self.uniform else self.full_mask(dtype)
+        """Additive [B, 1, T, width + T]: query j of row b sees positions <= past[b] + j. None for a prefill
+        and for one token per row of equal rows: the model's own causal mask is the same there, and
+        sdpa's mask-free kernels are the fastest (for T > 1 after a past, transformers would build the
+        mask itself and repeat the KV heads for sdpa, so the pass's own mask and engine/attention win)."""
+        return None if self.fresh or (self.uniform and self.t == 1) else self.full_mask(dtype)
 
     def full_mask(self, dtype) -> torch.Tensor:
         """Additive [B, 1, T, width + T] in every case (fresh: causal over the new tokens)."""
