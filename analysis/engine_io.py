@@ -142,7 +142,7 @@ def _engine(pair: Pair, cfg: Config, pcfg, trace: bool = False, clock=time.perf_
     policy = make_policy(pcfg, step_time, layout=verify_layout(cfg, "engine"))
     return Engine(pair.target, pair.draft, policy, temperature=cfg.engine.temperature,
                   estimator=cfg.engine.estimator, trace=trace, clock=clock,
-                  packed=verify_layout(cfg, "engine") == "packed")
+                  packed=verify_layout(cfg, "engine") == "packed", mixed=cfg.engine.admission == "mixed")
 
 
 def _engine_step_time(cfg: Config):

@@ -146,6 +146,9 @@ def run(args) -> int:
     if cfg.server.scheduler != "simple" and not vllm:  # calibrate.simulate_like_engine maps the native engine onto the simple loop
         raise ConfigError(f"server.scheduler: {cfg.server.scheduler!r} is not supported against the native engine "
                           "(it models vLLM: use it with --measured); leave it 'simple'")
+    if cfg.engine.admission != "separate" and not vllm:  # the simulator prices prefill as passes of their own
+        raise ConfigError(f"engine.admission: {cfg.engine.admission!r} is not modelled by the simulator "
+                          "(it prices each join as its own prefill pass); leave it 'separate'")
     if cfg.engine.temperature > 0:
         print("note: temperature > 0: outputs differ between runs, so the trace replay is approximate", file=sys.stderr)
     from contract.outpaths import check_out_dir, default_run_folder

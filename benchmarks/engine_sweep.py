@@ -142,7 +142,8 @@ def point(pair: str, temp: float, batch: int, label: str, run) -> dict:
             "mean_batch": s.get("mean_batch"), "num_requests": s.get("num_requests"),
             "output_tokens": s.get("output_tokens"), "clock": s["clock"], "num_steps": s.get("num_steps"),
             "tokens_per_step": s.get("tokens_per_step"), "prefill_time_s": s.get("prefill_time_s"),
-            "prefill_passes": s.get("prefill_passes"), "duration_s": s.get("duration_s")}
+            "prefill_passes": s.get("prefill_passes"), "mixed_prefills": s.get("mixed_prefills", 0),
+            "duration_s": s.get("duration_s")}
 
 
 def speculative(label: str) -> bool:
@@ -208,7 +209,8 @@ def budget(points: list[dict]) -> str:
     own speedup (tokens emitted by steps / step seconds, vs plain), the same at plain's mean batch
     (requests finish at different steps, so a speculative run's batch drains at the end and
     refills one request at a time), and the prefill seconds (one pass per admission: plain admits
-    whole waves, speculation mostly one request per pass)."""
+    whole waves, speculation mostly one request per pass; with engine.admission = "mixed", "+ J mixed"
+    joins rode in verification passes, their prefill counted in the steps' time)."""
     lines = ["| T | batch | policy | steps | mean batch | tokens / step | ms / step | step speedup "
              "| step speedup at plain's batch | prefill passes | prefill s (share) | x plain |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -216,6 +218,9 @@ def budget(points: list[dict]) -> str:
 
     def rate(q):  # tokens emitted by decoding steps per step second (each request's first token is prefill's)
         return (q["output_tokens"] - q["num_requests"]) / q["step_time_s"]
+
+    def mixed(q):
+        return f" + {q['mixed_prefills']} mixed" if q.get("mixed_prefills") else ""
 
     for p in points:
         base = at.get((p["temperature"], p["batch"], "none"))
@@ -226,7 +231,7 @@ def budget(points: list[dict]) -> str:
         share = p["prefill_time_s"] / p["duration_s"] if p.get("duration_s") else 0.0
         lines.append(f"| {p['temperature']:g} | {p['batch']} | {p['policy']} | {p['num_steps']} | {p['mean_batch']:.2f} "
                      f"| {p['tokens_per_step']:.2f} | {1e3 * p['step_time_s'] / p['num_steps']:.1f} | {x_step:.3f}x "
-                     f"| {x_full:.3f}x | {p['prefill_passes']} | {p['prefill_time_s']:.2f} ({100 * share:.0f}%) "
+                     f"| {x_full:.3f}x | {p['prefill_passes']}{mixed(p)} | {p['prefill_time_s']:.2f} ({100 * share:.0f}%) "
                      f"| {p['output_throughput'] / base['output_throughput']:.3f}x |")
     return "\n".join(lines) if len(lines) > 2 else ""
 

@@ -8,9 +8,9 @@ Through engine.forward over a static SlotKV (packed layout, one torch thread, CP
   verify     B rows of --tokens new tokens each after --ctx kept ones (a speculative step's pass)
   prefill    one request's --prompt-len prompt alone, head on its last token (today's admission pass)
   mixed      B - 1 rows of --tokens + one fresh row of the prompt in ONE pass (vLLM's mixed batch)
-Fusing pays when mixed < verify + prefill. engine.forward pads every row to the longest one for
-attention, norms and rotary, and the head runs on every position of a pass without last_only,
-so `mixed` here is the cost of fusing without a flat ragged forward.
+Fusing pays when mixed < verify + prefill. An HF model's slot passes are flat (engine/flat.py): every
+token costs once in the linears, whatever the rows' lengths, and the head runs on the positions asked
+for (`heads`) only.
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def main(argv=None) -> int:
 
     def mixed():
         kv.length[b - 1] = 0  # the last slot holds the joining request
-        forward(target, kv, [[5] * t for _ in range(b - 1)] + [prompt], slots=slots, packed=True)
+        forward(target, kv, [[5] * t for _ in range(b - 1)] + [prompt], slots=slots, packed=True,
+                heads=[t] * (b - 1) + [1])  # logits where the engine reads them: verified tokens, the prompt's last
         kv.length[:] = kept
 
     v, f, m = (fastest_ms(fn, args.repeats) for fn in (verify, prefill, mixed))

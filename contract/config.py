@@ -176,6 +176,10 @@ class EngineConfig:
                           doc="the draft's weights and compute (auto = the target's, engine.dtype)")
     verify_layout: str = _f("", choices=("", "padded", "packed"),
                             doc="deprecated alias of server.verify_layout for the engine side (\"\": not set)")
+    admission: str = _f("separate", choices=("separate", "mixed"),
+                        doc="separate = each join is its own prefill pass (target, then draft) before the step; "
+                            "mixed = joining prompts ride in the step's verification pass (vLLM's mixed batch), "
+                            "the draft's prefill in the next draft pass")
 
 
 @dataclass

@@ -63,6 +63,7 @@ class StepStats:
         self.draft_s = 0.0  # seconds spent drafting (what the step paid, after overlap)
         self.prefill_s = 0.0  # seconds spent in prefill
         self.prefill_calls = 0  # admission passes (one batched prefill of the requests joining at once)
+        self.mixed_prefills = 0  # requests whose prefill rode in a verification pass (engine.admission = "mixed")
         self._window_hist = np.zeros(1, np.int64)  # [L+1] request-steps per verified window L
         self._accepted_hist = np.zeros(1, np.int64)  # [A+1] request-steps per accepted count A
         self._emitted = 0  # output tokens emitted by decoding steps
@@ -141,7 +142,8 @@ class StepStats:
 
     def merge(self, other: "StepStats") -> None:
         """Add another run's counters (e.g. another replica)."""
-        for name in ("num_steps", "request_steps", "drafted_tokens", "target_s", "draft_s", "prefill_s", "prefill_calls"):
+        for name in ("num_steps", "request_steps", "drafted_tokens", "target_s", "draft_s", "prefill_s", "prefill_calls",
+                     "mixed_prefills"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self._flush()
         self._emitted += other.emitted_tokens
@@ -355,6 +357,7 @@ def summarize(records, stats: StepStats | None, duration_s: float, slo=None) -> 
         draft_time_s=st.draft_s,
         prefill_time_s=st.prefill_s,
         prefill_passes=st.prefill_calls,
+        mixed_prefills=st.mixed_prefills,
     )
     if ok is not None:
         s["goodput"] = _ratio(n_ok, duration_s)

@@ -7,9 +7,12 @@ Per step (Engine.step), for all running requests at once:
      then speculative acceptance,
   4. commit: both KV states keep only the accepted tokens (rejected slots are masked off); each
      request emits accepted + 1 tokens (capped at its length); the policy observes the step.
-Requests join (batched prefill, which emits their first token) and leave between steps. Both KV
-caches are static (engine/slots.py): a request holds one slot in each from join to finish; rejected
-drafts roll back by length.
+Requests join between steps and leave after them. A joining request's prefill (which emits its first
+token) is either its own batched target + draft pass (admit, admission = "separate"), or, with
+admission = "mixed" (vLLM's mixed batch), its prompt rides in the next step's verification pass
+(join) and its draft prefill in the step after's first draft pass. Both KV caches are static
+(engine/slots.py): a request holds one slot in each from join to finish; rejected drafts roll back
+by length.
 Trace mode verifies all K drafts (ground truth) but emits only what the policy selected.
 """
 from __future__ import annotations
@@ -103,15 +106,17 @@ class Verified:
     truth: torch.Tensor  # [N, max window] per draft: greedy match (float32) / acceptance probability (float64)
     features: torch.Tensor | None  # [N, 1 + window, H] float32 target features of the fed tokens (EAGLE), else None
     select_s: float  # seconds allocating after the pass (oracle / trace mode), else 0
+    joined: tuple | None = None  # joining requests' (logits [J, V] float32, features [J, T, H] or None)
 
 
 class Engine:
     def __init__(self, target, draft, policy, *, temperature: float = 0.0, estimator: str = "auto",
                  trace: bool = False, accept_all: bool = False, clock=time.perf_counter,
                  calibration: bool = False, packed: bool = False, p_temperature: float | None = None,
-                 slots: int = 8, capacity: int = 256):
+                 slots: int = 8, capacity: int = 256, mixed: bool = False):
         """slots / capacity: the static KV caches' size (requests at once x positions per request:
-        prompt + output + the largest verification window); they grow (one copy) if a run needs more."""
+        prompt + output + the largest verification window); they grow (one copy) if a run needs more.
+        mixed: join() may queue requests whose prefill rides in the next step's verification pass."""
         self.target, self.draft, self.policy = target, draft, policy
         self.temperature = float(temperature)
         self.estimator = est.resolve(estimator, self.temperature)
@@ -126,6 +131,9 @@ class Engine:
         # a draft that reads the target's hidden states: input at p is (x_p, f_{p-1}) (engine/smollm/eagle.py)
         self.eagle = self.use_draft and getattr(draft, "reads_target_features", False)
         self.seqs: list[Seq] = []
+        self.mixed = mixed
+        self.joining: list[Seq] = []  # joined, prefill in the next step's verification pass (mixed)
+        self.joined_tokens = 0  # prompt tokens prefilled inside verification passes so far
         self.tkv = slm.SlotKV(slots, capacity, self.device)
         self.dkv = slm.SlotKV(slots, capacity, self.device)
         self.step_index = 0
@@ -158,11 +166,7 @@ class Engine:
             return 0.0
         t0 = self.clock()
         prompts = [s.prompt for s in new]
-        for s, slot in zip(new, slm.lowest_free({s.slot for s in self.seqs}, len(new))):
-            s.slot = slot
-        slots = [s.slot for s in new]
-        for cache in (self.tkv, self.dkv):
-            cache.ensure(max(slots) + 1, cache.capacity)
+        slots = self._take_slots(new)
         out = self._fwd(self.target, self.tkv, prompts, last_only=True, hidden=self.eagle, slots=slots)
         logits = out[0]
         u = torch.as_tensor(draws(new, 1, 2)[:, 0] if self.temperature > 0 else np.zeros(len(new)), device=self.device)
@@ -188,6 +192,44 @@ class Engine:
         if done:
             self._drop(done)
         return self.clock() - t0
+
+    def _take_slots(self, new: list[Seq]) -> list[int]:
+        """The lowest free slots, one per new request (in both caches)."""
+        for s, slot in zip(new, slm.lowest_free({s.slot for s in self.seqs + self.joining}, len(new))):
+            s.slot = slot
+        slots = [s.slot for s in new]
+        for cache in (self.tkv, self.dkv):
+            cache.ensure(max(slots) + 1, cache.capacity)
+        return slots
+
+    def join(self, new: list[Seq]) -> None:
+        """Mixed admission: the new requests' prompts ride in the next step's verification pass (which
+        emits their first tokens); their draft prefill in the step after's first draft pass."""
+        if not self.mixed or not self.seqs:
+            raise RuntimeError("Engine.join: needs mixed=True and a running request (else admit)")
+        self._take_slots(new)
+        self.joining.extend(new)
+
+    def _joined(self, logits: torch.Tensor, hid: torch.Tensor | None) -> list[Seq]:
+        """The joining requests' first tokens from their rows of the verification pass (logits [J, V]
+        at each prompt's last token; hid [J, T, H] features, EAGLE); they join self.seqs. Returns those
+        already done."""
+        new, self.joining = self.joining, []
+        u = torch.as_tensor(draws(new, 1, 2)[:, 0] if self.temperature > 0 else np.zeros(len(new)), device=self.device)
+        first = next_token(logits, self.temperature, u).tolist()
+        now = self.now()
+        for b, (s, tok) in enumerate(zip(new, first)):
+            s.out.append(tok)
+            s.pending_draft = s.prompt + [tok]  # the draft's prefill goes with its next pass
+            if self.eagle:  # f_{p-1} beside x_p: zeros before the first token, f_P beside it
+                f = hid[b, : len(s.prompt)]
+                s.pending_feat = torch.cat([f.new_zeros(1, f.shape[-1]), f])
+            s.first_token_s = now
+            if s.done:
+                s.finish_s = now
+            self.joined_tokens += len(s.prompt)
+        self.seqs.extend(new)
+        return [s for s in new if s.done]
 
     def _drop(self, done: list[Seq]) -> None:
         """Finished requests free their slots (nothing is copied)."""
@@ -246,6 +288,8 @@ class Engine:
         t3 = self.clock()
         acc, emitted, finished = self._commit(k, window, v)
         self._observe(k, estimates, feats, window, v, acc, emitted)
+        if v.joined is not None:
+            finished = finished + self._joined(*v.joined)
         self._retire(finished)
         return StepOut(n, k, np.asarray(v.lengths, dtype=np.int64), acc, emitted, t1 - t0, t3 - t2,
                        (t2 - t1) + v.select_s, finished)
@@ -287,7 +331,16 @@ class Engine:
         d_list = drafts.tolist()
         tokens = [[s.out[-1]] + d_list[i][: int(window[i])] for i, s in enumerate(self.seqs)]
         start = self.tkv.length[self._slot_tensor()]
-        out = self._fwd(self.target, self.tkv, tokens, hidden=self.eagle)
+        if self.joining:  # mixed batch: the joining prompts ride along, logits at their last tokens only
+            w = 1 + int(window.max(initial=0))
+            out = self._fwd(self.target, self.tkv, tokens + [s.prompt for s in self.joining], hidden=self.eagle,
+                            slots=[s.slot for s in self.seqs + self.joining],
+                            heads=[len(x) for x in tokens] + [1] * len(self.joining))
+            joined = (out[0][n:, 0], out[2][n:] if self.eagle else None)
+            out = (out[0][:n, :w], out[1]) + ((out[2][:n, :w],) if self.eagle else ())
+        else:
+            joined = None
+            out = self._fwd(self.target, self.tkv, tokens, hidden=self.eagle)
         logits, self.tkv = out[:2]
         thid = out[2] if self.eagle else None  # [N, 1 + window, H] target features of the fed tokens
         select_s = 0.0
@@ -299,7 +352,7 @@ class Engine:
         accepted, new, truth = verify(logits, drafts, q, len_t, self.temperature, u_acc, u_fin, self.accept_all,
                                       p_temperature=self.p_temperature)
         self._sync()
-        return Verified(d_list, start, lengths, accepted, new, truth, thid, select_s)
+        return Verified(d_list, start, lengths, accepted, new, truth, thid, select_s, joined)
 
     def _select_with_truth(self, logits, drafts, q, estimates):
         """The policy's lengths once all K drafts are verified (the oracle reads the truth).

@@ -7,6 +7,7 @@ import types
 import torch
 
 from engine import attention as att
+from engine import flat
 from engine import kv as kvm
 from engine import slots as slm
 from engine.kernels import linear
@@ -114,7 +115,7 @@ def _start_pack(model, n: torch.Tensor, t: int, total: int) -> PackState | None:
 @torch.no_grad()
 def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool = False, logits: bool = True,
             feats: list[torch.Tensor] | None = None, hidden: bool = False, packed: bool = False,
-            slots: list[int] | None = None):
+            slots: list[int] | None = None, heads: list[int] | None = None):
     """Feed each row its ragged tokens after its kept state.
 
     Returns (logits, new_state): logits float32 [B, T, V] (or [B, V] at each row's
@@ -128,9 +129,13 @@ def forward(model, state: kvm.BatchKV, tokens: list[list[int]], last_only: bool 
     are meaningless (zeros), as they are in the padded layout.
     state: a BatchKV (rows = its rows), or a static slots.SlotKV with `slots` the slot of each row
     (updated in place and returned as new_state).
+    heads (SlotKV only): logits for each row's last heads[b] tokens only, [B, max heads, V], row b's at
+    0..heads[b]-1 (a mixed pass: all of a verified row's tokens, a joining prompt's last one).
     """
     if isinstance(state, slm.SlotKV):
-        return _forward_slots(model, state, slots, tokens, last_only, logits, feats, hidden, packed)
+        return _forward_slots(model, state, slots, tokens, last_only, logits, feats, hidden, packed, heads)
+    if heads is not None:
+        raise ValueError("forward: heads needs a SlotKV")
     dev, dtype = model_device(model), model_dtype(model)
     ids, n = kvm.pad_tokens(tokens, dev)
     t = ids.shape[1]
@@ -182,8 +187,13 @@ def _features(model, plan: slm.Plan, feats, n_rows: int, t: int, dtype, dev) -> 
     return f
 
 
-def _forward_slots(model, kv: slm.SlotKV, slots, tokens, last_only, logits, feats, hidden, packed):
-    """forward() over a static SlotKV (see engine/slots.py): rows are laid out by slm.Plan."""
+def _forward_slots(model, kv: slm.SlotKV, slots, tokens, last_only, logits, feats, hidden, packed, heads=None):
+    """forward() over a static SlotKV (see engine/slots.py): rows laid out by slm.Plan, except a mixed
+    pass (prompts of joining requests beside rows with a past) of an HF decoder model that takes
+    engine/attention.py, which runs flat (engine/flat.py) so the short rows are not padded to the prompts."""
+    if _mixed(kv, slots, tokens) and att.use_grouped(model) and hasattr(model, "get_decoder") \
+            and model.get_output_embeddings() is not None:
+        return flat.forward_flat(model, kv, slots, tokens, last_only, logits, feats, hidden, heads)
     dev, dtype = model_device(model), model_dtype(model)
     n_given = torch.tensor([len(x) for x in tokens], dtype=torch.long)
     t = int(n_given.max()) if len(tokens) else 0
@@ -210,9 +220,24 @@ def _forward_slots(model, kv: slm.SlotKV, slots, tokens, last_only, logits, feat
         if pack is not None:
             pack.rows = None
     plan.commit()
+    if heads is not None and out is not None and not last_only:  # each row's last heads[b], from position 0
+        out = torch.stack([_shift(out[b], int(n_given[b]), h, max(heads)) for b, h in enumerate(heads)])
     if hidden:
         return out, kv, hid.float()
     return out, kv
+
+
+def _mixed(kv: slm.SlotKV, slots, tokens) -> bool:
+    """Some rows start fresh (no past: a prefill) and others have one."""
+    past = kv.length[torch.as_tensor(list(slots), dtype=torch.long)].tolist() if len(tokens) else []
+    return any(p == 0 and x for p, x in zip(past, tokens)) and any(p > 0 for p in past)
+
+
+def _shift(row: torch.Tensor, n: int, h: int, width: int) -> torch.Tensor:
+    """[T, V] logits of a row with n tokens -> [width, V]: its last h first, zeros after."""
+    out = row.new_zeros(width, row.shape[-1])
+    out[:h] = row[n - h: n]
+    return out
 
 
 def _run(model, kw, head, rows, n, last_only, logits, hidden, select=None):

@@ -45,12 +45,16 @@ def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
             if arrivals_in_steps:
                 for s in joining:
                     s.arrival_s = engine.now()
-            seconds = engine.admit(joining)
-            stats.prefill_s += seconds
-            stats.prefill_calls += 1
-            prefill_log.append((sum(len(s.prompt) for s in joining), seconds))
-            if progress is not None:
-                progress.update(sum(1 for s in joining if s.done))
+            if engine.mixed and engine.seqs:  # their prefill rides in the next step's verification pass
+                engine.join(joining)
+                stats.mixed_prefills += len(joining)
+            else:
+                seconds = engine.admit(joining)
+                stats.prefill_s += seconds
+                stats.prefill_calls += 1
+                prefill_log.append((sum(len(s.prompt) for s in joining), seconds))
+                if progress is not None:
+                    progress.update(sum(1 for s in joining if s.done))
         if not engine.seqs:
             if queue and timed:
                 sleep = getattr(engine.clock, "sleep", time.sleep)  # a CpuClock sleeps virtually

@@ -99,7 +99,9 @@ class Plan:
         else:
             self.lo, self.hi = min(slots), max(slots) + 1
             self.rows = torch.arange(self.lo, self.hi, device=dev)
-            self.select = given - self.lo  # batch row of each given row
+            self.select = given - self.lo  # batch row of each given row (None: the span's rows, in order)
+            if len(slots) == self.hi - self.lo and slots == list(range(self.lo, self.hi)):
+                self.select = None
             self.past = kv.length[self.lo: self.hi].clone()
         self.width = int(self.past.max()) if len(self.past) else 0  # used width before the new tokens
         n_rows = torch.zeros(len(self.rows), dtype=torch.long, device=dev)

@@ -110,6 +110,8 @@ def test_parse_inputs():
     (["validate", "--set", "server.max_batch=0"], "server.max_batch"),
     (["validate", "--repeats", "0"], "--repeats"),
     (["validate", "--set", 'server.scheduler="vllm"'], "server.scheduler"),
+    (["validate", "--set", 'engine.admission="mixed"'], "engine.admission"),
+    (["validate", "--set", 'engine.admission="fused"'], "engine.admission"),
 ])
 def test_validate_bad_input_exits_2(argv, word, capsys, tmp_path):
     import tetris_cli

@@ -39,10 +39,10 @@ def step_time(batch, drafts, verified):
     return 1.0 + 0.001 * np.asarray(verified)
 
 
-def pvalue(tables, cfg, estimator="auto", accept_all=False, temperature=1.0, n_req=N_REQ):
+def pvalue(tables, cfg, estimator="auto", accept_all=False, temperature=1.0, n_req=N_REQ, mixed=False):
     p_tab, q_tab = tables
     eng = Engine(TabularLM(p_tab), TabularLM(q_tab), make_policy(cfg, step_time), temperature=temperature,
-                 estimator=estimator, accept_all=accept_all)
+                 estimator=estimator, accept_all=accept_all, mixed=mixed)
     seqs = [Seq(i, PROMPT, OUT_LEN, acceptance_rng(11, i)) for i in range(n_req)]
     res = run(eng, seqs, max_batch=32)
     counts = np.zeros((V,) * SCORED)
@@ -73,6 +73,16 @@ def test_lossless_policies(tables, cfg, estimator):
     assert p > 1e-3
     if cfg.name != "none":
         assert res.stats.verified_tokens > 0 and res.stats.accepted_tokens > 0
+
+
+@pytest.mark.parametrize("cfg", [PolicyConfig(name="fixed", k=2), PolicyConfig(name="tetris", k=1, extra=2)],
+                         ids=lambda c: c.name)
+def test_lossless_mixed_admission(tables, cfg):
+    """engine.admission = "mixed": the first token is sampled from the prompt's row of the verification
+    pass with the same uniform as a separate prefill."""
+    p, res = pvalue(tables, cfg, mixed=True)
+    assert p > 1e-3
+    assert res.stats.mixed_prefills > N_REQ // 2
 
 
 def test_negative_control_sampled_token_probability(tables):

@@ -65,8 +65,8 @@ def prompts():
     return [rng.integers(0, VOCAB, size=int(n)).tolist() for n in (1, 3, 9, 17, 5, 26, 2)]
 
 
-def generate(target, draft, prompts, cfg, max_batch=3):
-    eng = Engine(target, draft, make_policy(cfg, lambda b, d, v: 1.0 + 0.01 * b))
+def generate(target, draft, prompts, cfg, max_batch=3, mixed=False):
+    eng = Engine(target, draft, make_policy(cfg, lambda b, d, v: 1.0 + 0.01 * b), mixed=mixed)
     seqs = [Seq(i, p, OUT_LEN, acceptance_rng(0, i)) for i, p in enumerate(prompts)]
     res = run(eng, seqs, max_batch)
     return [s.out for s in sorted(res.seqs, key=lambda s: s.id)], res
@@ -87,6 +87,18 @@ def test_eagle_lossless(target, eagle, prompts, cfg):
     out, res = generate(target, draft, prompts, cfg)
     assert out == plain
     assert res.stats.accepted_tokens > 0  # the draft is really used and sometimes right
+
+
+def test_eagle_mixed_admission(target, eagle, prompts):
+    """engine.admission = "mixed": the draft's prefill (prompt + first token, with the target's features
+    from the verification pass) rides in its next pass; same tokens, and as many accepted drafts."""
+    draft, cfg = eagle[0], PolicyConfig(name="fixed", k=3)
+    plain, _ = generate(target, draft, prompts, PolicyConfig(name="none"))
+    _, sep = generate(target, draft, prompts, cfg)
+    out, mix = generate(target, draft, prompts, cfg, mixed=True)
+    assert out == plain
+    assert mix.stats.mixed_prefills >= 2
+    assert mix.stats.accepted_tokens == sep.stats.accepted_tokens > 0
 
 
 def test_eagle_features_are_the_teacher_forced_ones(target, eagle, prompts, monkeypatch):

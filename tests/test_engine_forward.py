@@ -1,6 +1,7 @@
 """engine/forward.py: one batched forward of ragged tokens; the packed layout computes the linear
 layers on the real rows only and leaves exact zeros in the padding rows."""
 import copy
+import types
 
 import pytest
 import torch
@@ -70,3 +71,49 @@ def test_packed_state_negative_control(pair):
         if isinstance(m, torch.nn.Linear):
             m.forward = functools.partial(_packed_linear_forward, orig)
     assert not packs_on_its_own(target, twin, rows)
+
+
+def one_token_pass_vs_alone(target) -> float:
+    """Equal rows (same past length), one new token each: the unmasked fold of engine/attention.py.
+    Largest |difference| of the logits against each row in its own pass."""
+    from engine import slots as slm
+
+    ctx = [[3, 4, 5, 6], [7, 8, 9, 10], [11, 12, 13, 14]]
+    kv = slm.SlotKV(3, 16)
+    forward(target, kv, ctx, last_only=True, slots=[0, 1, 2])
+    ref = copy.deepcopy(kv)
+    logits, _ = forward(target, kv, [[1], [2], [3]], slots=[0, 1, 2])
+    alone = [forward(target, ref, [[t]], slots=[b])[0][0] for b, t in enumerate([1, 2, 3])]
+    return max(float((logits[b] - a).abs().max()) for b, a in enumerate(alone))
+
+
+def test_one_token_pass_folds_without_mask(pair, monkeypatch):
+    """Plain decoding of equal rows: every query sees every key; each KV head's query heads folded."""
+    from engine import attention as att
+
+    target, _ = pair
+    calls = []
+    sdpa = att.F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        calls.append((q.shape[1], attn_mask is None))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+    monkeypatch.setattr(att, "F", types.SimpleNamespace(scaled_dot_product_attention=spy))
+    assert one_token_pass_vs_alone(target) < 1e-5
+    assert (2, True) in calls  # the batched pass: 2 KV heads, no mask
+
+
+def test_one_token_fold_negative_control(pair, monkeypatch):
+    """Negative control: in the batched pass, query heads folded onto the wrong KV heads (groups
+    reversed) are caught (the rows alone keep the right ones)."""
+    from engine import attention as att
+
+    target, _ = pair
+    sdpa = att.F.scaled_dot_product_attention
+
+    def swapped(q, k, v, attn_mask=None, **kw):
+        if q.shape[0] > 1:
+            k, v = k.flip(1), v.flip(1)
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+    monkeypatch.setattr(att, "F", types.SimpleNamespace(scaled_dot_product_attention=swapped))
+    assert one_token_pass_vs_alone(target) > 1e-3
