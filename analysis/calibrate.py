@@ -106,6 +106,7 @@ def at_reference_speed(m):
     other = max(0.0, m.duration_s - m.prefill_s - m.draft_s - m.target_s)
     return dataclasses.replace(m, prefill_s=m.prefill_s / rt, draft_s=m.draft_s / rd, target_s=m.target_s / rt,
                                prefill_log=tuple((tok, s / rt) for tok, s in m.prefill_log),
+                               step_log=tuple((*r[:5], r[5] / rt, r[6] / rd) for r in m.step_log),
                                step_s=m.step_s / rt, duration_s=(m.prefill_s + m.target_s + other) / rt + m.draft_s / rd,
                                speed=(1.0, 1.0))
 
@@ -157,16 +158,36 @@ def fit_prefill(m_a, m_b, prompt_tokens: int) -> tuple[float, float]:
     return float(a), float(b)
 
 
+def fit_mixed(m_mix, fallback: float) -> float:
+    """Seconds per prompt token of a join riding in a running batch's pass (server.admission = "mixed"),
+    from a mixed calibration run (engine_io.Measured.step_log, engine.run.STEP_LOG). The engine times a
+    riding prompt only inside the step's verification pass and, for the draft's prefill, inside the next
+    step's draft pass, so it is read off the steps of ONE run (the machine's drift between runs would
+    swamp it): least squares of each step's target + draft seconds on [1, batch, batch x drafts, verified
+    tokens, context tokens, riding tokens, the previous step's riding tokens]; the answer is the sum of
+    the last two coefficients (floored at 0). Fewer than 3 steps with riders: `fallback`."""
+    log = np.asarray(m_mix.step_log, dtype=np.float64).reshape(-1, 7)
+    if np.count_nonzero(log[:, 4]) < 3:
+        return fallback
+    batch, drafts, verified, context, riding, target, draft = log.T
+    before = np.concatenate([[0.0], riding[:-1]])  # their draft prefill goes in this step's draft pass
+    x = np.column_stack([np.ones_like(batch), batch, batch * drafts, verified, context, riding, before])
+    coef, *_ = np.linalg.lstsq(x, target + draft, rcond=None)
+    return max(0.0, float(coef[5] + coef[6]))
+
+
 def speed_cost(cost, fit: dict, speed: tuple, tmp: Path, tag: str):
     """The fitted cost section rescaled to the machine speed (target, draft) probed before a run."""
     import dataclasses
 
     rt, rd = speed
+    mixed = fit.get("mixed_prefill_per_token_s", -1.0)
     table = scale_table(fit["profile"], Path(tmp) / f"profile_at_speed{tag}.csv", fit["target_scale"] * rt,
                         fit["draft_scale"] * rd, fit["spec_overhead_s"] * rt)
     return dataclasses.replace(cost, table=str(table), overhead_s=fit["overhead_s"] * rt,
                                prefill_call_s=fit.get("prefill_call_s", 0.0) * rt,
-                               prefill_per_token_s=fit["prefill_per_token_s"] * rt)
+                               prefill_per_token_s=fit["prefill_per_token_s"] * rt,
+                               mixed_prefill_per_token_s=mixed * rt if mixed >= 0 else -1.0)
 
 
 def scale_table(src: str | Path, dst: str | Path, target_scale: float, draft_scale: float,
@@ -217,13 +238,15 @@ def simulate_like_engine(cfg: Config, pcfg, workload_path: str | Path) -> dict:
             pad["win_max"] += float(info["lengths"].max()) + 1
             pad["win_mean"] += float(info["lengths"].mean()) + 1
         pad["steps"] += 1
+        for rid in info.get("first_ids", ()):  # mixed admission: the first token comes out of this pass
+            first.setdefault(int(rid), info["start_s"] + info["dt"])
         fresh = info["pos"] == 0
-        if fresh.any():
+        if fresh.any():  # separate admission: out of the prefill pass before this step
             t = info["start_s"] + info["prefill_s"]
             for rid in info["ids"][fresh].tolist():
                 first.setdefault(int(rid), t)
 
-    res = simulate_policy(cfg, pcfg, on_step=hook)
+    res = simulate_policy(cfg, pcfg, on_step=hook, first_outside=True)
     c = res.columns
     cols = dict(c)
     cols["first_token_s"] = np.array([first[int(i)] for i in c["id"]])

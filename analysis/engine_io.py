@@ -50,6 +50,7 @@ class Measured:
     spread: float = 0.0  # (max - min) / this run's output_throughput over the repeated runs (noise; this = the fastest)
     speed: tuple = (1.0, 1.0)  # (target, draft) probe seconds just before the run / at profiling time
     prefill_log: tuple = ()  # per admission pass (batched prefill forward): (prompt tokens, seconds)
+    step_log: tuple = ()  # per decoding step: engine.run.STEP_LOG fields
 
 
 def load(cfg: Config) -> Pair:
@@ -142,7 +143,7 @@ def _engine(pair: Pair, cfg: Config, pcfg, trace: bool = False, clock=time.perf_
     policy = make_policy(pcfg, step_time, layout=verify_layout(cfg, "engine"))
     return Engine(pair.target, pair.draft, policy, temperature=cfg.engine.temperature,
                   estimator=cfg.engine.estimator, trace=trace, clock=clock,
-                  packed=verify_layout(cfg, "engine") == "packed", mixed=cfg.engine.admission == "mixed")
+                  packed=verify_layout(cfg, "engine") == "packed", mixed=cfg.server.admission == "mixed")
 
 
 def _engine_step_time(cfg: Config):
@@ -178,7 +179,7 @@ def measure(pair: Pair, cfg: Config, pcfg, reqs: list[Req], timed: bool, progres
     s = summarize(res.records, res.stats, res.duration_s, cfg.slo)
     st = res.stats
     return Measured(s, st.prefill_s, st.draft_s, st.target_s, res.step_s, res.select_s, st.num_steps, res.duration_s,
-                    speed=speed, prefill_log=tuple(res.prefill_log))
+                    speed=speed, prefill_log=tuple(res.prefill_log), step_log=tuple(res.step_log))
 
 
 def measure_best(pair: Pair, cfg: Config, pcfg, reqs: list[Req], timed: bool, repeats: int = 3,

@@ -5,8 +5,8 @@ Steps (all outputs in --out, written to a temp folder and renamed at the end):
   2. record an acceptance trace in trace mode (tetris, K = the largest K validated):
      trace.jsonl, and trace_replay.jsonl (cleaned for replay, see analysis/calibrate.py);
      a Beta(a, b) acceptance model is fitted to it;
-  3. calibration runs (none and fixed k, offline) on a DIFFERENT request set (seed + 1000)
-     fit the cost figures (calibrate.fit_costs), once before and once after step 4;
+  3. calibration runs (none and fixed k, offline, separate admission) on a DIFFERENT request set
+     (seed + 1000) fit the cost figures (calibrate.fit_costs), once before and once after step 4;
      each figure is averaged over the two (the shared machine's speed drifts);
   4. per load (offline; Poisson at a fraction of the policy's measured offline capacity)
      and policy: the engine run (measured);
@@ -146,9 +146,6 @@ def run(args) -> int:
     if cfg.server.scheduler != "simple" and not vllm:  # calibrate.simulate_like_engine maps the native engine onto the simple loop
         raise ConfigError(f"server.scheduler: {cfg.server.scheduler!r} is not supported against the native engine "
                           "(it models vLLM: use it with --measured); leave it 'simple'")
-    if cfg.engine.admission != "separate" and not vllm:  # the simulator prices prefill as passes of their own
-        raise ConfigError(f"engine.admission: {cfg.engine.admission!r} is not modelled by the simulator "
-                          "(it prices each join as its own prefill pass); leave it 'separate'")
     if cfg.engine.temperature > 0:
         print("note: temperature > 0: outputs differ between runs, so the trace replay is approximate", file=sys.stderr)
     from contract.outpaths import check_out_dir, default_run_folder
@@ -226,8 +223,11 @@ def _beta_acceptance(cfg: Config, beta: dict):
 
 
 def calibrate_costs(pair, cfg: Config, prof_path: Path, beta: dict, tmp: Path, clock: str, repeats: int):
-    """Calibration runs (none and fixed k, offline) on OTHER requests (seed + 1000): the fitted cost section."""
-    ccfg = dataclasses.replace(cfg, seed=cfg.seed + 1000)
+    """Calibration runs (none and fixed k, offline) on OTHER requests (seed + 1000): the fitted cost section.
+    They admit separately whatever server.admission says: every prefill is then a pass of its own, timed
+    apart from the verification passes, which is what separates the prefill figures from target_scale
+    (server.admission = "mixed" reuses them: its joins cost prefill_s + prefill_per_token_s per prompt token)."""
+    ccfg = dataclasses.replace(cfg, seed=cfg.seed + 1000, server=dataclasses.replace(cfg.server, admission="separate"))
     creqs = eio.build_requests(ccfg, pair.tokenizer, pair.path)
     cwl = cal.write_workload(tmp / "workload_calibration.jsonl", creqs)
     raw = dataclasses.replace(cfg.cost, model="table", table=str(prof_path), overhead_s=0.0, prefill_s=0.0,
@@ -238,13 +238,22 @@ def calibrate_costs(pair, cfg: Config, prof_path: Path, beta: dict, tmp: Path, c
     fit = cal.fit_costs(m_none, cal.simulate_like_engine(cal_sim, _policy(cfg, "none"), cwl),
                         m_spec, cal.simulate_like_engine(cal_sim, _policy(cfg, "fixed"), cwl),
                         cfg.policy.k, sum(len(r.prompt) for r in creqs))
+    if cfg.server.admission == "mixed":  # one more fixed-k run, mixed: the riding prompts' cost
+        mcfg = dataclasses.replace(ccfg, server=cfg.server)
+        m_mix = cal.at_reference_speed(eio.measure_best(pair, mcfg, _policy(cfg, "fixed"), creqs, False, repeats, clock))
+        fit["mixed_prefill_per_token_s"] = cal.fit_mixed(m_mix, fit["prefill_per_token_s"])
     fit["calibration_seed"] = ccfg.seed
     fit["profile"] = str(prof_path)
     fitted = cal.scale_table(prof_path, tmp / "profile_fitted.csv", fit["target_scale"], fit["draft_scale"],
                              fit["spec_overhead_s"])
-    cost = dataclasses.replace(raw, table=str(fitted), overhead_s=fit["overhead_s"],
-                               prefill_call_s=fit["prefill_call_s"], prefill_per_token_s=fit["prefill_per_token_s"])
-    return cost, fit
+    return _fitted_cost(raw, fitted, fit), fit
+
+
+def _fitted_cost(raw, table: Path, fit: dict):
+    """The raw cost section with the fitted figures and the fitted table."""
+    return dataclasses.replace(raw, table=str(table), overhead_s=fit["overhead_s"], prefill_call_s=fit["prefill_call_s"],
+                               prefill_per_token_s=fit["prefill_per_token_s"],
+                               mixed_prefill_per_token_s=fit.get("mixed_prefill_per_token_s", -1.0))
 
 
 def compare(pair, cfg: Config, cost, trace_path: Path, beta: dict, pcfg, reqs, timed: bool, workload_path: Path,
@@ -282,11 +291,11 @@ def simulate_point(cfg: Config, cost, trace_path: Path, beta: dict, pcfg, reqs, 
 def average_fits(prof_path: Path, raw_cost, fits: list[dict], tmp: Path):
     """The mean of each fitted figure over calibrations (before and after the measured runs: linear drift cancels)."""
     keys = ("overhead_s", "target_scale", "draft_scale", "spec_overhead_s", "prefill_call_s", "prefill_per_token_s")
+    keys += ("mixed_prefill_per_token_s",) if all("mixed_prefill_per_token_s" in f for f in fits) else ()
     fit = dict(fits[0]) | {k: sum(f[k] for f in fits) / len(fits) for k in keys}
     fit["calibrations"] = [{k: f[k] for k in keys} for f in fits]
     table = cal.scale_table(prof_path, tmp / "profile_fitted.csv", fit["target_scale"], fit["draft_scale"], fit["spec_overhead_s"])
-    return dataclasses.replace(raw_cost, table=str(table), overhead_s=fit["overhead_s"],
-                               prefill_call_s=fit["prefill_call_s"], prefill_per_token_s=fit["prefill_per_token_s"]), fit
+    return _fitted_cost(raw_cost, table, fit), fit
 
 
 def resolve_clock(args_clock, cfg: Config) -> str:
@@ -335,7 +344,7 @@ def _validate(cfg: Config, policies, loads, tmp: Path, args) -> dict:
         label = name if len(loads) == 1 else f"{name}@{ld}"
         rows[label] = {"load": ld, "rate": None if ld == "offline" else ld * capacity[name], **row}
     result = {"policies": rows, "loads": [str(x) for x in loads], "capacity_rps": capacity,
-              "fits": {"beta": beta, **fit}, "sources": _sources(prof_src, args.speed_probe),
+              "fits": {"beta": beta, **fit}, "sources": _sources(prof_src, args.speed_probe, cfg.server.admission),
               "pair": pair.path, "clock": clock, "repeats": args.repeats, "wall_s": time.perf_counter() - t_start}
     (tmp / "validate.json").write_text(json.dumps(result, indent=1, default=_json_default))
     (tmp / "config.toml").write_text(to_toml(cfg))
@@ -368,7 +377,7 @@ def measure_points(pair, cfg: Config, reqs, policies, loads, clock: str, args):
     return measured, capacity
 
 
-def _sources(prof_src: str, speed_probe: bool) -> dict:
+def _sources(prof_src: str, speed_probe: bool, admission: str = "separate") -> dict:
     """Where each figure of validate.json comes from."""
     return {"profile": prof_src,
             "target_s, draft_s": "profile table (multilinear in batch, tokens/request, context) x fitted scales",
@@ -380,6 +389,11 @@ def _sources(prof_src: str, speed_probe: bool) -> dict:
             "prefill_call_s": "fitted: each admission pass's seconds = prefill_call_s + its prompt tokens x prefill_per_token_s, "
                               "non-negative least squares over every pass of both calibration runs",
             "prefill_per_token_s": "fitted with prefill_call_s (calibrate.fit_prefill)",
+            "mixed_prefill_per_token_s": ("server.admission = mixed: fitted from a third, mixed calibration run (fixed k): "
+                                          "least squares of each step's target + draft seconds on its batch, drafts, "
+                                          "verified and context tokens and the prompt tokens riding in it and in the "
+                                          "step before (calibrate.fit_mixed)"
+                                          if admission == "mixed" else "not used (server.admission = separate)"),
             "speed": ("every figure x (probe before the measured run / probe at profiling); probe = a fixed target "
                       "pass and draft forward" if speed_probe else "not rescaled (--speed-probe off)"),
             "acceptance (simulated)": "engine trace replay (trace_replay.jsonl)",

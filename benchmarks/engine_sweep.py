@@ -209,7 +209,7 @@ def budget(points: list[dict]) -> str:
     own speedup (tokens emitted by steps / step seconds, vs plain), the same at plain's mean batch
     (requests finish at different steps, so a speculative run's batch drains at the end and
     refills one request at a time), and the prefill seconds (one pass per admission: plain admits
-    whole waves, speculation mostly one request per pass; with engine.admission = "mixed", "+ J mixed"
+    whole waves, speculation mostly one request per pass; with server.admission = "mixed", "+ J mixed"
     joins rode in verification passes, their prefill counted in the steps' time)."""
     lines = ["| T | batch | policy | steps | mean batch | tokens / step | ms / step | step speedup "
              "| step speedup at plain's batch | prefill passes | prefill s (share) | x plain |",

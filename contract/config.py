@@ -91,6 +91,9 @@ class CostConfig:
     prefill_per_token_s: float = _f(0.0, min=0.0, doc="per prompt token at admission (s)")
     prefill_call_s: float = _f(0.0, min=0.0, doc="per admission pass: one batched prefill forward of every "
                                "request joining at a step, whatever their number (s)")
+    mixed_prefill_per_token_s: float = _f(-1.0, doc="server.admission = mixed: per prompt token of a join riding "
+                                          "in a running batch's pass (s); negative = prefill_per_token_s "
+                                          "(tetris validate fits it from a mixed calibration run)")
     draft_mode: str = _f("sequential", choices=("sequential", "parallel"))
     verify_layout: str = _f("", choices=("", "packed", "padded"),
                             doc="deprecated alias of server.verify_layout for the simulator side (\"\": not set)")
@@ -123,6 +126,13 @@ class ServerConfig:
                         doc="simulator step scheduler: simple (admit up to max_batch, prefill priced on top of the "
                             "step, first token from the first decode step) or vllm (vLLM V1: a token budget per step "
                             "shared by decodes first, then prefill chunks; the prefill step emits the first token)")
+    admission: str = _f("separate", choices=("separate", "mixed"),
+                        doc="how requests joining a running batch are prefilled, in the native engine and the "
+                            "simulator's simple scheduler alike: separate = each join is its own prefill pass "
+                            "(target, then draft) before the step; mixed = joining prompts ride in the step's "
+                            "verification pass (vLLM's mixed batch; the engine's draft prefill goes in the next "
+                            "draft pass), so a join costs its prompt tokens but no pass of its own. With nothing "
+                            "running a join is always its own pass. vLLM (backend and scheduler = vllm) always mixes")
     max_num_batched_tokens: int = _f(8192, min=1,
                                      doc="scheduler = vllm: tokens scheduled per step (vLLM's --max-num-batched-tokens; "
                                          "8192 = its `vllm serve` default on >= 70 GiB GPUs other than A100, 2048 on others)")
@@ -176,10 +186,6 @@ class EngineConfig:
                           doc="the draft's weights and compute (auto = the target's, engine.dtype)")
     verify_layout: str = _f("", choices=("", "padded", "packed"),
                             doc="deprecated alias of server.verify_layout for the engine side (\"\": not set)")
-    admission: str = _f("separate", choices=("separate", "mixed"),
-                        doc="separate = each join is its own prefill pass (target, then draft) before the step; "
-                            "mixed = joining prompts ride in the step's verification pass (vLLM's mixed batch), "
-                            "the draft's prefill in the next draft pass")
 
 
 @dataclass

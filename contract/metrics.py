@@ -63,7 +63,7 @@ class StepStats:
         self.draft_s = 0.0  # seconds spent drafting (what the step paid, after overlap)
         self.prefill_s = 0.0  # seconds spent in prefill
         self.prefill_calls = 0  # admission passes (one batched prefill of the requests joining at once)
-        self.mixed_prefills = 0  # requests whose prefill rode in a verification pass (engine.admission = "mixed")
+        self.mixed_prefills = 0  # requests whose prefill rode in a verification pass (server.admission = "mixed")
         self._window_hist = np.zeros(1, np.int64)  # [L+1] request-steps per verified window L
         self._accepted_hist = np.zeros(1, np.int64)  # [A+1] request-steps per accepted count A
         self._emitted = 0  # output tokens emitted by decoding steps

@@ -113,10 +113,12 @@ class Engine:
     def __init__(self, target, draft, policy, *, temperature: float = 0.0, estimator: str = "auto",
                  trace: bool = False, accept_all: bool = False, clock=time.perf_counter,
                  calibration: bool = False, packed: bool = False, p_temperature: float | None = None,
-                 slots: int = 8, capacity: int = 256, mixed: bool = False):
+                 slots: int = 8, capacity: int = 256, mixed: bool = False, compact: bool = True):
         """slots / capacity: the static KV caches' size (requests at once x positions per request:
         prompt + output + the largest verification window); they grow (one copy) if a run needs more.
-        mixed: join() may queue requests whose prefill rides in the next step's verification pass."""
+        mixed: join() may queue requests whose prefill rides in the next step's verification pass.
+        compact: keep the running rows the dense slot span 0..n-1 when requests finish (_drop; False,
+        for comparison: holes stay until a join fills them, and passes compute the empty rows)."""
         self.target, self.draft, self.policy = target, draft, policy
         self.temperature = float(temperature)
         self.estimator = est.resolve(estimator, self.temperature)
@@ -132,6 +134,7 @@ class Engine:
         self.eagle = self.use_draft and getattr(draft, "reads_target_features", False)
         self.seqs: list[Seq] = []
         self.mixed = mixed
+        self.compact = compact
         self.joining: list[Seq] = []  # joined, prefill in the next step's verification pass (mixed)
         self.joined_tokens = 0  # prompt tokens prefilled inside verification passes so far
         self.tkv = slm.SlotKV(slots, capacity, self.device)
@@ -232,13 +235,24 @@ class Engine:
         return [s for s in new if s.done]
 
     def _drop(self, done: list[Seq]) -> None:
-        """Finished requests free their slots (nothing is copied)."""
+        """Finished requests free their slots; then the running requests of the highest slots move into
+        the holes (one request's KV copied per move), so the rows stay the dense span 0..n-1 (a pass over a
+        span with holes computes its empty rows too)."""
         gone = {id(s) for s in done}
         for s in done:
             self.tkv.free(s.slot)
             self.dkv.free(s.slot)
             s.slot = -1
         self.seqs = [s for s in self.seqs if id(s) not in gone]
+        if self.joining or not self.compact:  # joiners hold slots reserved for the next pass: leave them be
+            return
+        n = len(self.seqs)
+        holes = sorted(set(range(n)) - {s.slot for s in self.seqs})
+        movers = sorted((s for s in self.seqs if s.slot >= n), key=lambda s: s.slot)
+        for hole, s in zip(holes, movers):
+            self.tkv.move(s.slot, hole)
+            self.dkv.move(s.slot, hole)
+            s.slot = hole
 
     # ------------------------------------------------------------ drafting
 

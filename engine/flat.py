@@ -12,7 +12,7 @@ a joining request's prompt can ride in the same pass as the running requests' ve
   - rows without a past (a prefill) attend causally over their own new keys only, one sdpa call
     per group of equal-length rows.
 engine.forward uses this for the mixed slot passes (some rows fresh, some with a past) of an HF decoder
-model that uses engine/attention.py (engine.admission = "mixed"); other passes keep slots.Plan's [B, T]
+model that uses engine/attention.py (server.admission = "mixed"); other passes keep slots.Plan's [B, T]
 layout, which measured 3-8% faster for them. The head runs on the positions asked for (heads) only.
 """
 from __future__ import annotations

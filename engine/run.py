@@ -18,6 +18,12 @@ class RunResult:
     select_s: float  # seconds spent estimating + allocating
     step_s: float  # seconds spent in decoding steps (draft + select + verify + bookkeeping)
     prefill_log: list  # per admission pass: (prompt tokens, seconds)
+    step_log: list = None  # per decoding step: StepLog fields (STEP_LOG), for fits such as calibrate.fit_mixed
+
+
+STEP_LOG = ("batch", "drafts", "verified", "context", "riding", "target_s", "draft_s")
+# batch: requests decoding; drafts: K; verified: sum of the windows; context: sum of the rows' tokens
+# before the step; riding: prompt tokens of joiners in this step's verification pass (mixed admission)
 
 
 def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
@@ -34,7 +40,7 @@ def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
             s.arrival_s = 0.0
     stats = StepStats()
     select_s = step_s = 0.0
-    prefill_log = []
+    prefill_log, step_log = [], []
     engine.t0 = engine.clock()
     while queue or engine.seqs:
         now = float(engine.step_index) if arrivals_in_steps else engine.now()
@@ -62,9 +68,13 @@ def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
             elif queue and arrivals_in_steps:
                 engine.step_index += 1  # idle step: let the step clock reach the next arrival
             continue
+        context = sum(len(s.prompt) + len(s.out) for s in engine.seqs)
+        joined = engine.joined_tokens
         t0 = engine.clock()
         out = engine.step()
         step_s += engine.clock() - t0
+        step_log.append((out.batch, out.drafts, int(out.lengths.sum()), context, engine.joined_tokens - joined,
+                         out.target_s, out.draft_s))
         stats.add_step(out.batch, out.drafts, out.lengths, out.accepted, out.emitted)
         stats.draft_s += out.draft_s
         stats.target_s += out.target_s
@@ -73,4 +83,4 @@ def run(engine: Engine, seqs: list[Seq], max_batch: int, *, timed: bool = False,
             progress.update(len(out.finished))
     duration = max((s.finish_s for s in seqs), default=0.0)
     records = [RequestRecord(s.id, s.arrival_s, s.first_token_s, s.finish_s, len(s.prompt), len(s.out)) for s in seqs]
-    return RunResult(list(seqs), records, stats, duration, select_s, step_s, prefill_log)
+    return RunResult(list(seqs), records, stats, duration, select_s, step_s, prefill_log, step_log)

@@ -100,7 +100,7 @@ def dtype_name(model) -> str:
 def warmup(target, draft, cfg: Config) -> None:
     """One short untimed run so the first measured policy pays no start-up costs."""
     eng = Engine(target, draft, make_policy(PolicyConfig(name="fixed", k=2)), temperature=cfg.engine.temperature,
-                 packed=verify_layout(cfg, "engine") == "packed", mixed=cfg.engine.admission == "mixed")
+                 packed=verify_layout(cfg, "engine") == "packed", mixed=cfg.server.admission == "mixed")
     run(eng, [Seq(-1 - i, [1, 2, 3, 4], 4, np.random.default_rng(i)) for i in range(2)], max_batch=2)
 
 
@@ -116,7 +116,7 @@ def run_policy(cfg: Config, pcfg: PolicyConfig, label: str, target, draft, wl: W
     engine = Engine(target, draft, policy, temperature=e.temperature, estimator=e.estimator,
                     trace=bool(e.trace_out), calibration=calibration, clock=clock or make_clock(e.clock),
                     packed=verify_layout(cfg, "engine") == "packed", slots=cfg.server.max_batch, capacity=capacity,
-                    mixed=e.admission == "mixed")
+                    mixed=cfg.server.admission == "mixed")
     timed = cfg.workload.arrival != "offline"
     res = run(engine, make_seqs(cfg, wl), cfg.server.max_batch, timed=timed, progress=progress)
     s = summarize(res.records, res.stats, res.duration_s, cfg.slo)

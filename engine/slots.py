@@ -4,7 +4,10 @@ Per layer one key and one value buffer [S, H, C, D] (S slots, C positions per sl
 first forward (from its key shapes) and never re-copied while requests come and go:
   - a request joins by writing its prefill into a free slot (the engine picks the lowest free index,
     so occupancy stays dense),
-  - leaves by freeing the slot (its length goes to 0; nothing is moved),
+  - leaves by freeing the slot (its length goes to 0); the engine then moves the running request of
+    the highest slot into the hole (SlotKV.move: that one request's kept KV is copied), so the running
+    rows stay the dense span 0..n-1 and a decoding pass never carries empty rows (a span with holes
+    computes every row of it: two requests in slots 1 and 6 cost a pass of six rows),
   - a forward writes row b's new tokens at positions length[b] .. length[b] + T - 1 of its slot and
     attends over the used width only (max length among the rows + T), masked per row to
     position <= length[b] + j (so rows of different lengths share one pass),
@@ -55,6 +58,15 @@ class SlotKV:
     def free(self, slot: int) -> None:
         """The slot's request left: its length goes to 0 (its buffers stay where they are)."""
         self.length[slot] = 0
+
+    def move(self, src: int, dst: int) -> None:
+        """Slot src's kept KV goes to the free slot dst (src is then free)."""
+        n = int(self.length[src])
+        for layer in self.layers:
+            for buf in layer:
+                buf[dst, :, :n] = buf[src, :, :n]
+        self.length[dst] = n
+        self.length[src] = 0
 
     def rollback(self, slots: torch.Tensor, length: torch.Tensor) -> None:
         """Rows `slots` keep their first `length` tokens (rejected drafts dropped)."""

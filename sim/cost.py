@@ -4,6 +4,7 @@
     cost.target_s(batch, tokens, context)   # one target verification pass (s)
     cost.draft_s(batch, context)            # one draft forward, one token per request (s)
     cost.prefill(num_admitted, prompt_tokens)  # admission cost added to the step (s)
+    cost.mixed_prefill(...)                 # the same, for prompts riding in a running batch's pass
     cost.step_s(batch, drafts, verified, context)  # whole decode step (s), vectorised in verified
 
 `tokens` = tokens the target scores in the step, summed over the batch: the
@@ -28,6 +29,9 @@ Prefill (every model): prefill_call_s per admission pass (the one batched prefil
 requests joining at a step: weights read once, per-layer overhead) + prefill_s per admitted request
 + prefill_per_token_s per prompt token;
 roofline adds one target forward over the admitted prompts (mean context = half a prompt).
+With server.admission = "mixed", prompts joining a running batch ride in its pass: mixed_prefill
+charges prefill_s and mixed_prefill_per_token_s (default: prefill_per_token_s) but no prefill_call_s (roofline: the joined pass less the
+decode pass alone).
 
 TABLE FORMAT (written by `tetris profile`, read here): contract/profile_table.py, CSV
     batch,tokens_per_request,context,target_s,draft_s
@@ -80,9 +84,14 @@ MODELS = {
 TABLE_COLUMNS = COLUMNS  # the profile table's columns (contract.profile_table)
 
 
-def _forward_s(m: ModelPreset, hw: Hardware, gpus: int, fe: float, be: float, tokens, batch, context):
-    flops = 2.0 * m.params * tokens + 4.0 * m.layers * m.heads * m.head_dim * tokens * context
-    nbytes = 2.0 * m.params + 4.0 * m.layers * m.kv_heads * m.head_dim * batch * context
+def _forward_s(m: ModelPreset, hw: Hardware, gpus: int, fe: float, be: float, tokens, batch, context,
+               attended=None, kv_tokens=None):
+    """One forward; attended = sum over scored tokens of the context each attends to (tokens * context),
+    kv_tokens = KV entries read (batch * context): given apart for a pass mixing decodes and prompts."""
+    attended = tokens * context if attended is None else attended
+    kv_tokens = batch * context if kv_tokens is None else kv_tokens
+    flops = 2.0 * m.params * tokens + 4.0 * m.layers * m.heads * m.head_dim * attended
+    nbytes = 2.0 * m.params + 4.0 * m.layers * m.kv_heads * m.head_dim * kv_tokens
     compute, memory = flops / (hw.flops * fe * gpus), nbytes / (hw.bandwidth * be * gpus)
     if isinstance(compute, np.ndarray) or isinstance(memory, np.ndarray):
         return m.forward_overhead_s + np.maximum(compute, memory)
@@ -131,6 +140,26 @@ class CostModel:
                                      float(prompt_tokens), num_admitted, prompt_tokens / (2.0 * num_admitted)))
         call = c.prefill_call_s if num_admitted else 0.0
         return call + c.prefill_s * num_admitted + c.prefill_per_token_s * prompt_tokens + extra
+
+    def mixed_prefill(self, batch: int, tokens: int, context: float, num_joined: int, prompt_tokens: int,
+                      prompt_context: float) -> float:
+        """Seconds that joiners add to a running batch's pass when their prompts ride in it
+        (server.admission = "mixed"): prefill_s per joiner + mixed_prefill_per_token_s (negative: the
+        separate passes' prefill_per_token_s) per prompt token, and no
+        prefill_call_s (the pass is the step's own). roofline: plus the one pass over decode and prompt
+        tokens less the decode pass alone (`tokens` scored for `batch` decoders at `context`; a prompt
+        token attends to `prompt_context` on average and writes one KV entry)."""
+        c = self.cfg
+        extra = 0.0
+        if c.model == "roofline" and num_joined:
+            m, hw = MODELS[c.target_preset], HARDWARE[c.hardware]
+            args = (m, hw, c.num_gpus, c.flops_efficiency, c.bandwidth_efficiency)
+            joined = _forward_s(*args, float(tokens + prompt_tokens), batch + num_joined, context,
+                                attended=tokens * context + prompt_tokens * prompt_context,
+                                kv_tokens=batch * context + prompt_tokens)
+            extra = float(joined - _forward_s(*args, float(tokens), batch, context))
+        per_token = c.mixed_prefill_per_token_s if c.mixed_prefill_per_token_s >= 0 else c.prefill_per_token_s
+        return c.prefill_s * num_joined + per_token * prompt_tokens + extra
 
     def step_parts(self, batch: int, drafts: int, verified, context: float):
         """(seconds paid for drafting, seconds of the target pass) for one decode step."""

@@ -107,8 +107,10 @@ ARRIVAL, FIRST = range(2)
 
 class Replica:
     def __init__(self, env, index: int, queue: RequestQueue, policy, cost, acceptance, max_batch: int,
-                 sink: RecordSink, on_finish=None, on_step=None):
+                 sink: RecordSink, on_finish=None, on_step=None, mixed: bool = False, first_outside: bool = False):
         self.env, self.index, self.queue = env, index, queue
+        self.mixed = mixed  # server.admission = "mixed": joiners' prompts ride in a running batch's pass
+        self.first_outside = first_outside  # engine semantics: a prompt's first token is not in output_len
         self.policy, self.cost, self.acc = policy, cost, acceptance
         self.max_batch = max_batch
         self.on_finish = on_finish  # callable(count) after requests retire (progress)
@@ -243,30 +245,40 @@ class Replica:
         while True:
             now = max(env.now, floor)
             self.joined = 0  # requests admitted this step (the last rows; their first step)
-            prefill = self._admit(now, drafting) if self.I.shape[0] < self.max_batch else 0.0
+            running = self.I.shape[0]
+            prefill = self._admit(now, drafting) if running < self.max_batch else 0.0
             n = self.I.shape[0]
             if n == 0:
                 floor = yield from self._idle(env, floor)
                 if floor is None:
                     return
                 continue
-            self.context = self.ctx_sum / n
-            k = policy.num_drafts(n)
+            riding = self.joined if self.mixed and running else 0  # mixed: prompts in this pass, no drafts
+            nd = n - riding  # rows that decode this step
             I = self.I
+            self.context = self.ctx_sum / n if not riding else float((I[:nd, PROMPT] + I[:nd, EMIT]).mean())
+            k = policy.num_drafts(nd)
             pos = I[:, EMIT]
-            truth, est, passed, lengths, accepted = self._speculate(n, k, fast, oracle)
-            draft_s, target_s = cost.window_parts(n, k, lengths, self.context)  # in the cost model's layout
-            dt = prefill + draft_s + target_s
+            truth, est, passed, lengths, accepted = self._speculate(nd, k, fast, oracle, rows=I[:nd] if riding else None)
+            draft_s, target_s = cost.window_parts(nd, k, lengths, self.context)  # in the cost model's layout
             emitted = accepted + 1
+            if riding:  # the joined pass emits each prompt's first token (engine semantics: outside output_len)
+                p = I[nd:, PROMPT]
+                prefill = cost.mixed_prefill(nd, nd + cost.verified_tokens(lengths), self.context, riding,
+                                             int(p.sum()), float(p.mean()) / 2.0)
+                emitted = np.concatenate([emitted, np.full(riding, 0 if self.first_outside else 1, np.int64)])
+            dt = prefill + draft_s + target_s
             if self.on_step is not None:
-                self.on_step(self, dict(start_s=env.now, dt=dt, batch=n, drafts=k, ids=I[:, ID].copy(),
-                                        arrival=self.F[:, ARRIVAL].copy(), pos=pos.copy(), truth=truth, est=est,
-                                        passed=passed, lengths=lengths, accepted=accepted, emitted=emitted,
-                                        prefill_s=prefill))
+                info = dict(start_s=env.now, dt=dt, batch=nd, drafts=k, ids=I[:nd, ID].copy(),
+                            arrival=self.F[:nd, ARRIVAL].copy(), pos=pos[:nd].copy(), truth=truth, est=est,
+                            passed=passed, lengths=lengths, accepted=accepted, emitted=emitted[:nd], prefill_s=prefill)
+                if riding:  # as sim/vllm_sched.py: the rows whose prompt (and first token) this pass computes
+                    info.update(prefill_ids=I[nd:, ID].copy(), first_ids=I[nd:, ID].copy())
+                self.on_step(self, info)
             yield env.timeout(dt)
             now = env.now
             policy.observe(lengths, accepted)
-            stats.add_step(n, k, lengths, accepted, emitted)
+            stats.add_step(nd, k, lengths, accepted, emitted[:nd])
             stats.target_s += target_s
             stats.draft_s += draft_s
             stats.prefill_s += prefill
@@ -274,7 +286,7 @@ class Replica:
             if self.joined:  # every step emits >= 1 token, so only this step's joiners are fresh
                 F[n - self.joined :, FIRST] = now
             pos += emitted  # in place: I[:, EMIT]
-            total = n + int(accepted.sum())
+            total = int(emitted.sum())
             self.outstanding -= total
             self.ctx_sum += total
             fin = pos >= I[:, OUT]

@@ -139,20 +139,23 @@ def _router(env, replicas, cfg: Config):
         rep.notify()
 
 
-def make_replica(cfg: Config, env, index: int, queue, cost, sink, progress, hook):
-    """One replica with the configured step scheduler (server.scheduler: simple, or vllm: sim/vllm_sched.py)."""
+def make_replica(cfg: Config, env, index: int, queue, cost, sink, progress, hook, first_outside: bool = False):
+    """One replica with the configured step scheduler (server.scheduler: simple, or vllm: sim/vllm_sched.py).
+    first_outside: the engine's semantics, where a prompt's first token is not counted in output_len
+    (analysis/calibrate.simulate_like_engine); it matters to mixed admission only (server.admission)."""
     args = (env, index, queue, None, cost, make_acceptance(cfg), cfg.server.max_batch, sink)
     if cfg.server.scheduler == "vllm":
         from sim.vllm_sched import VllmReplica
 
         return VllmReplica(*args, on_finish=progress, on_step=hook, budget=cfg.server.max_num_batched_tokens,
                            chunked=cfg.server.chunked_prefill)
-    return Replica(*args, on_finish=progress, on_step=hook)
+    return Replica(*args, on_finish=progress, on_step=hook, mixed=cfg.server.admission == "mixed",
+                   first_outside=first_outside)
 
 
 def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, progress=None,
                     on_step=None, keep_steps: bool = False, writer=None, exact_limit: int = 1 << 16,
-                    prepared: Prepared | None = None) -> PolicyResult:
+                    prepared: Prepared | None = None, first_outside: bool = False) -> PolicyResult:
     """Simulate one policy over the whole workload; returns its metrics and per-request columns.
 
     writer(columns) receives finished requests in blocks (RecordSink); past
@@ -177,7 +180,7 @@ def simulate_policy(cfg: Config, pcfg: PolicyConfig, label: str | None = None, p
     replicas = []
     for r in range(nrep):
         queue = RequestQueue(iter_request_chunks(cfg) if nrep == 1 else None)
-        rep = make_replica(cfg, env, r, queue, cost, sink, progress, hook)
+        rep = make_replica(cfg, env, r, queue, cost, sink, progress, hook, first_outside)
         rep.policy = make_policy(pcfg, step_time=rep.step_time if needs_step_time(pcfg) else None, layout=cost.layout)
         replicas.append(rep)
         env.process(rep.run())

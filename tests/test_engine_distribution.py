@@ -78,7 +78,7 @@ def test_lossless_policies(tables, cfg, estimator):
 @pytest.mark.parametrize("cfg", [PolicyConfig(name="fixed", k=2), PolicyConfig(name="tetris", k=1, extra=2)],
                          ids=lambda c: c.name)
 def test_lossless_mixed_admission(tables, cfg):
-    """engine.admission = "mixed": the first token is sampled from the prompt's row of the verification
+    """server.admission = "mixed": the first token is sampled from the prompt's row of the verification
     pass with the same uniform as a separate prefill."""
     p, res = pvalue(tables, cfg, mixed=True)
     assert p > 1e-3

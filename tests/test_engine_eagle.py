@@ -90,7 +90,7 @@ def test_eagle_lossless(target, eagle, prompts, cfg):
 
 
 def test_eagle_mixed_admission(target, eagle, prompts):
-    """engine.admission = "mixed": the draft's prefill (prompt + first token, with the target's features
+    """server.admission = "mixed": the draft's prefill (prompt + first token, with the target's features
     from the verification pass) rides in its next pass; same tokens, and as many accepted drafts."""
     draft, cfg = eagle[0], PolicyConfig(name="fixed", k=3)
     plain, _ = generate(target, draft, prompts, PolicyConfig(name="none"))

@@ -130,7 +130,7 @@ ARRIVALS = [0, 0, 2, 3, 3, 9, 15]  # in decoding steps: most requests join a run
                                  PolicyConfig(name="tetris", k=1, extra=3), PolicyConfig(name="oracle", k=2, extra=2)],
                          ids=lambda c: c.name)
 def test_mixed_admission_equals_plain(pair, prompts, plain, cfg, packed):
-    """engine.admission = "mixed": joining prompts ride in the verification pass (engine/flat.py), their
+    """server.admission = "mixed": joining prompts ride in the verification pass (engine/flat.py), their
     draft prefill in the next draft pass; same tokens out, and the joins really were mixed."""
     out, res = generate(pair, prompts, cfg, max_batch=4, arrivals=ARRIVALS, packed=packed, mixed=True)
     assert out == plain

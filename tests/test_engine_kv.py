@@ -139,3 +139,48 @@ def test_slot_rows_out_of_slot_order_packed(hidden):
         outs.append(out[0])
     for b, n in enumerate((1, 3, 2)):
         torch.testing.assert_close(outs[1][b, :n], outs[0][b, :n], atol=1e-5, rtol=1e-4)
+
+
+def _run_finishing(compact: bool):
+    """Five requests of different output lengths through four slots, stepping by hand: per step the
+    sorted slots of the running rows, and every row's KV compared with a fresh prefill of its text."""
+    target, draft = tiny_pair(vocab=48, hidden=32, layers=2, seed=2)
+    eng = Engine(target, draft, make_policy(PolicyConfig(name="fixed", k=2)), slots=4, capacity=64, compact=compact)
+    rng = np.random.default_rng(4)
+    seqs = [Seq(i, rng.integers(0, 48, size=n).tolist(), out, acceptance_rng(3, i))
+            for i, (n, out) in enumerate(((5, 30), (9, 4), (6, 20), (7, 8), (4, 12)))]
+    eng.admit(seqs[:4])
+    spans = []
+    while eng.seqs:
+        eng.step()
+        if len(eng.seqs) < 4 and seqs[4].slot == -1 and not seqs[4].done:
+            eng.admit([seqs[4]])
+        spans.append(sorted(s.slot for s in eng.seqs))
+        for s in eng.seqs:
+            text = s.prompt + s.out
+            assert_same(eng.tkv.row_state(s.slot), fresh_state(target, text[:-1]))
+            assert_same(eng.dkv.row_state(s.slot), fresh_state(draft, text[: len(text) - len(s.pending_draft)]))
+    return spans
+
+
+def test_finished_rows_compacted_into_a_dense_span():
+    """When requests finish, the highest slots' requests move into the holes (SlotKV.move): the running
+    rows are always slots 0..n-1, and each moved request's KV (both models) is still its text's prefill.
+    Negative control: compact=False leaves holes (a span with empty rows, as before this change)."""
+    spans = _run_finishing(compact=True)
+    assert all(sp == list(range(len(sp))) for sp in spans)
+    holes = _run_finishing(compact=False)
+    assert any(sp != list(range(len(sp))) for sp in holes)
+
+
+def test_slot_move_copies_the_kept_kv():
+    target, _ = tiny_pair(vocab=32, hidden=32, layers=2, seed=0)
+    kv = slm.SlotKV(slots=3, capacity=16)
+    forward(target, kv, [[1, 2, 3], [4, 5], [6, 7, 8, 9]], slots=[0, 1, 2])
+    kv.free(0)
+    kv.move(2, 0)
+    assert kv.length.tolist() == [4, 2, 0]
+    assert_same(kv.row_state(0), fresh_state(target, [6, 7, 8, 9]))
+    logits, _ = forward(target, kv, [[10], [11]], slots=[0, 1], last_only=True)  # the moved row decodes on
+    ref, _ = forward(target, kvm.empty(1), [[6, 7, 8, 9, 10]], last_only=True)
+    torch.testing.assert_close(logits[0], ref[0], atol=1e-5, rtol=1e-4)

@@ -127,3 +127,75 @@ def test_prefill_call_cost_once_per_admission_pass(tmp_path):
                  policy={"name": "none"})
     c = run(cfg).columns
     assert c["first_token_s"].tolist() == [1.5, 1.5] and c["finish_s"].tolist() == [2.5, 2.5]
+
+
+MIXED_ROWS = [(0.0, 10, 7), (0.5, 20, 3)]
+MIXED_COST = {"model": "constant", "step_s": 1.0, "draft_step_s": 0.25, "prefill_call_s": 0.5, "prefill_s": 0.1,
+              "prefill_per_token_s": 0.01}
+
+
+def mixed_config(tmp_path, admission):
+    return config(tmp_path, MIXED_ROWS, acceptance={"model": "iid", "alpha": 1.0}, cost=MIXED_COST,
+                  server={"max_batch": 2, "admission": admission}, policy={"name": "fixed", "k": 2})
+
+
+@pytest.mark.parametrize("admission, first, finish", [
+    # step 1 (both): r0 alone, its own pass: 0.5 + 0.1 + 10 * 0.01 = 0.7, drafts 0.5, target 1 -> 2.2; r0 emits 3.
+    # separate: r1 joins [2.2, 4.5] (pass 0.8 + 1.5), both emit 3 (r1 done); r0's last token [4.5, 6.0].
+    ("separate", [2.2, 4.5], [6.0, 4.5]),
+    # mixed: r1's prompt rides in r0's step [2.2, 4.0] (0.1 + 20 * 0.01, no pass of its own): r1 emits only its
+    # first token, r0 3; then both decode [4.0, 5.5]: r0 its last token, r1 its last 2.
+    ("mixed", [2.2, 4.0], [5.5, 5.5]),
+])
+def test_mixed_admission_timeline(tmp_path, admission, first, finish):
+    r = run(mixed_config(tmp_path, admission), keep_steps=True)
+    assert r.columns["first_token_s"].tolist() == pytest.approx(first)
+    assert r.columns["finish_s"].tolist() == pytest.approx(finish)
+    assert r.summary["output_tokens"] == 10
+    # StepStats counts decoding rows only, as the engine's: a riding joiner's first token is not a step's
+    assert r.stats.emitted_tokens == (10 if admission == "separate" else 9)
+    # steps.csv counts the joiner's first token (first_ids) beside the decoders' tokens; batch = decoders
+    assert [s[5] for s in r.steps] == ([1, 2, 1] if admission == "separate" else [1, 1, 2])
+    assert [s[10] for s in r.steps] == pytest.approx([0.7, 0.8, 0.0] if admission == "separate" else [0.7, 0.3, 0.0])
+    assert sum(s[-2] for s in r.steps) == 10
+
+
+def test_mixed_admission_engine_semantics(tmp_path):
+    # first_outside (analysis/calibrate.simulate_like_engine): the pass that computes a joiner's prompt emits
+    # its first token outside output_len, so r1 (3 tokens) emits 0 counted tokens at [2.2, 4.0], then 3 at [4.0, 5.5].
+    r = run(mixed_config(tmp_path, "mixed"), first_outside=True, keep_steps=True)
+    assert r.columns["first_token_s"].tolist() == pytest.approx([2.2, 4.0])
+    assert r.columns["finish_s"].tolist() == pytest.approx([5.5, 5.5])
+    assert r.stats.emitted_tokens == 10
+
+
+def test_mixed_admission_negative_controls(tmp_path, monkeypatch):
+    """The timeline test fails when a riding join is charged its own pass, or drafts in its admission step."""
+    from sim.cost import CostModel
+
+    own_pass = CostModel.prefill
+    monkeypatch.setattr(CostModel, "mixed_prefill", lambda self, b, t, c, m, p, pc: own_pass(self, m, p))
+    r = run(mixed_config(tmp_path, "mixed"))
+    assert r.columns["first_token_s"].tolist() == pytest.approx([2.2, 4.5])  # not [2.2, 4.0]
+    monkeypatch.undo()
+    cfg = mixed_config(tmp_path, "mixed")
+    rep = {}
+
+    def hook(replica, info):  # a simulator that lets the joiner speculate at once: mixed off mid-run
+        rep.setdefault("r", replica).mixed = False
+
+    r = run(cfg, on_step=hook)
+    assert r.columns["finish_s"].tolist() != pytest.approx([5.5, 5.5])
+
+
+def test_mixed_prefill_prices_the_prompt_not_a_pass():
+    from contract.config import load_config as load
+    from sim.cost import make_cost
+
+    table = make_cost(load(base={"cost": MIXED_COST}).cost)
+    assert table.mixed_prefill(8, 24, 100.0, 2, 150, 37.5) == pytest.approx(2 * 0.1 + 150 * 0.01)
+    assert table.prefill(2, 150) == pytest.approx(0.5 + 2 * 0.1 + 150 * 0.01)
+    roof = make_cost(load(base={"cost": {"model": "roofline"}}).cost)  # memory-bound: a prompt in the pass is cheap
+    alone = roof.prefill(1, 96)
+    riding = roof.mixed_prefill(8, 24, 500.0, 1, 96, 48.0)
+    assert 0.0 < riding < 0.2 * alone
