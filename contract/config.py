@@ -127,7 +127,7 @@ class ServerConfig:
                             "step, first token from the first decode step) or vllm (vLLM V1: a token budget per step "
                             "shared by decodes first, then prefill chunks; the prefill step emits the first token)")
     admission: str = _f("separate", choices=("separate", "mixed"),
-                        doc="how requests joining a running batch are prefilled, in the native engine and the "
+                        doc="how requests joining a running batch are prefilled, in the native engine (tetris engine, serve) and the "
                             "simulator's simple scheduler alike: separate = each join is its own prefill pass "
                             "(target, then draft) before the step; mixed = joining prompts ride in the step's "
                             "verification pass (vLLM's mixed batch; the engine's draft prefill goes in the next "

@@ -82,15 +82,20 @@ def test_models_and_health(server):
     assert data[0]["id"] == "engine/pair" and data[0]["max_model_len"] == 1024
 
 
-def test_concurrent_greedy_equals_batch_runner(server, reference):
-    """8 clients at once (batch 4 + 4 queued): every output == the batch runner's, ids and text."""
+def concurrent_completions(srv, prompts):
+    """Every prompt as its own client, all at once (greedy, OUT tokens, token ids returned)."""
     async def go():
         async with httpx.AsyncClient(timeout=120) as c:
-            return await asyncio.gather(*(c.post(server.url + "/v1/completions", json={
+            return await asyncio.gather(*(c.post(srv.url + "/v1/completions", json={
                 "model": "engine/pair", "prompt": p, "max_tokens": OUT, "temperature": 0, "ignore_eos": True,
-                "return_token_ids": True}) for p in reference["prompts"]))
+                "return_token_ids": True}) for p in prompts))
 
-    rs = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_concurrent_greedy_equals_batch_runner(server, reference):
+    """8 clients at once (batch 4 + 4 queued): every output == the batch runner's, ids and text."""
+    rs = concurrent_completions(server, reference["prompts"])
     assert [r.status_code for r in rs] == [200] * N
     for r, out, text in zip(rs, reference["outs"], reference["texts"]):
         body = r.json()
@@ -275,3 +280,17 @@ def test_control_broken_engine_differs(models, reference):
     loop.close()
     assert len(done) == 4
     assert any(got[i] != reference["outs"][i] for i in range(4))
+
+
+def test_mixed_admission_server_equals_batch_runner(models, reference):
+    """server.admission = "mixed": the 4 queued clients' prompts ride in running steps (engine.join; their
+    first tokens go out with that step), every output still == the batch runner's. Power: the same
+    comparison as test_concurrent_greedy_equals_batch_runner, and at least one prompt rode (joined_tokens)."""
+    srv = LiveServer(config(*SETS, 'server.admission="mixed"'), models)
+    try:
+        rs = concurrent_completions(srv, reference["prompts"])
+        assert [r.status_code for r in rs] == [200] * N
+        assert [r.json()["choices"][0]["token_ids"] for r in rs] == reference["outs"]
+        assert srv.state.loop.engine.joined_tokens > 0
+    finally:
+        srv.stop()

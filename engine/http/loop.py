@@ -157,9 +157,12 @@ class EngineLoop:
         for job in joining:
             job.admitted = now
             self.running[id(job.seq)] = job
-        self.engine.admit([j.seq for j in joining])
         if self.metrics is not None:
             self.metrics.prompt_tokens.inc(sum(len(j.seq.prompt) for j in joining))
+        if self.engine.mixed and self.engine.seqs:  # server.admission = "mixed": prompts ride in the next step
+            self.engine.join([j.seq for j in joining])  # whose _deliver sends their first tokens
+            return
+        self.engine.admit([j.seq for j in joining])
         self._deliver(joining)
 
     def _step(self) -> None:

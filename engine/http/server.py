@@ -66,7 +66,8 @@ def build_state(cfg: Config, models=None):
         step_time = step_time_for(cfg, target, draft, wl)
     policy = make_policy(pcfg, step_time, layout=verify_layout(cfg, "engine"))
     engine = Engine(target, draft, policy, temperature=e.temperature, estimator=e.estimator, clock=time.perf_counter,
-                    packed=verify_layout(cfg, "engine") == "packed", slots=cfg.server.max_batch)
+                    packed=verify_layout(cfg, "engine") == "packed", slots=cfg.server.max_batch,
+                    mixed=cfg.server.admission == "mixed")
     name = model_name(cfg)
     holder = {}
     metrics = ServeMetrics(name, running=lambda: holder["loop"].num_running(),
