@@ -225,8 +225,9 @@ def _beta_acceptance(cfg: Config, beta: dict):
 def calibrate_costs(pair, cfg: Config, prof_path: Path, beta: dict, tmp: Path, clock: str, repeats: int):
     """Calibration runs (none and fixed k, offline) on OTHER requests (seed + 1000): the fitted cost section.
     They admit separately whatever server.admission says: every prefill is then a pass of its own, timed
-    apart from the verification passes, which is what separates the prefill figures from target_scale
-    (server.admission = "mixed" reuses them: its joins cost prefill_s + prefill_per_token_s per prompt token)."""
+    apart from the verification passes, which is what separates the prefill figures from target_scale.
+    With server.admission = "mixed" a third run (fixed k, mixed) fits mixed_prefill_per_token_s, the cost
+    of a prompt riding in a running pass (calibrate.fit_mixed)."""
     ccfg = dataclasses.replace(cfg, seed=cfg.seed + 1000, server=dataclasses.replace(cfg.server, admission="separate"))
     creqs = eio.build_requests(ccfg, pair.tokenizer, pair.path)
     cwl = cal.write_workload(tmp / "workload_calibration.jsonl", creqs)

@@ -30,8 +30,8 @@ requests joining at a step: weights read once, per-layer overhead) + prefill_s p
 + prefill_per_token_s per prompt token;
 roofline adds one target forward over the admitted prompts (mean context = half a prompt).
 With server.admission = "mixed", prompts joining a running batch ride in its pass: mixed_prefill
-charges prefill_s and mixed_prefill_per_token_s (default: prefill_per_token_s) but no prefill_call_s (roofline: the joined pass less the
-decode pass alone).
+charges prefill_s and mixed_prefill_per_token_s (default: prefill_per_token_s) but no prefill_call_s
+(roofline: the joined pass less the decode pass alone).
 
 TABLE FORMAT (written by `tetris profile`, read here): contract/profile_table.py, CSV
     batch,tokens_per_request,context,target_s,draft_s
@@ -145,8 +145,8 @@ class CostModel:
                       prompt_context: float) -> float:
         """Seconds that joiners add to a running batch's pass when their prompts ride in it
         (server.admission = "mixed"): prefill_s per joiner + mixed_prefill_per_token_s (negative: the
-        separate passes' prefill_per_token_s) per prompt token, and no
-        prefill_call_s (the pass is the step's own). roofline: plus the one pass over decode and prompt
+        separate passes' prefill_per_token_s) per prompt token, and no prefill_call_s (the pass is the
+        step's own). roofline: plus the one pass over decode and prompt
         tokens less the decode pass alone (`tokens` scored for `batch` decoders at `context`; a prompt
         token attends to `prompt_context` on average and writes one KV entry)."""
         c = self.cfg

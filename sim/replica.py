@@ -11,6 +11,8 @@ scale with steps, not tokens. One step:
      request's last output token: those positions are NaN for the policy);
   3. L = policy.allocate(estimates, truth) with theory.policy, unchanged;
   4. verify: A_i = leading passed drafts within L_i; emit A_i + 1 tokens;
+     (server.admission = "mixed": requests joining a running batch instead ride in its pass at
+     cost.mixed_prefill, get no drafts and emit only their first token this step);
   5. the step costs prefill + drafting + target pass (sim/cost.py); at its end
      the clock advances, first tokens and finished requests are stamped, and
      finished requests retire.
