@@ -8,10 +8,13 @@ At each batch size b: b requests with the same held-out prompts of exactly --pro
 max_new_tokens, so end-of-sequence never stops it early), greedy. The engine runs through
 engine.serve.run_config (sweep = [none], all requests at t = 0, max_batch = b); HF generate() runs
 on the very same target module afterwards (same weights, same dtype, same torch threads).
-Order A B A B ... (--repeats pairs); tok/s = output tokens / seconds of the whole call, prefill
+Order A B, B A, A B, ... (--repeats pairs; each pair's order alternates, so a drift or an order effect
+cancels); tok/s = output tokens / seconds of the whole call, prefill
 included, on the engine's clock (default engine.clock = "cpu", engine.threads = 1: this process's
-CPU seconds, steady on a shared box). Prints the median of each and the median of the paired
-ratios engine / generate (>= 1.0: the engine is not slower).
+CPU seconds, steadier on a shared box). Prints the median of each, the median of the paired ratios
+engine / generate (>= 1.0: the engine is not slower) and its 95% bootstrap confidence interval
+(scipy.stats.bootstrap over the pairs; with --repeats >= 3): an interval that holds 1.0 says no gap is
+distinguishable at this box's noise.
 """
 from __future__ import annotations
 
@@ -71,6 +74,17 @@ def engine_tps(cfg, models) -> tuple[float, list]:
     return s["output_tokens"] / s["duration_s"], [list(q.prompt) for q in run.result.seqs]
 
 
+def median_ci(ratios: list[float]) -> list[float] | None:
+    """95% bootstrap confidence interval [lo, hi] of the median paired ratio (None under 3 pairs)."""
+    if len(ratios) < 3:
+        return None
+    from scipy.stats import bootstrap
+
+    ci = bootstrap((ratios,), statistics.median, n_resamples=2000, method="percentile",
+                   random_state=0).confidence_interval
+    return [float(ci.low), float(ci.high)]
+
+
 def bench_batch(args, batch: int, models) -> dict:
     import torch
     from engine.clock import make_clock
@@ -82,7 +96,12 @@ def bench_batch(args, batch: int, models) -> dict:
     with torch.inference_mode():  # generate() warm-up at this batch shape (the engine warms up itself)
         target.generate(torch.ones(batch, 8, dtype=torch.long), max_new_tokens=2, min_new_tokens=2, do_sample=False,
                         pad_token_id=0)
-    for _ in range(args.repeats):
+    prompts = None
+    for i in range(args.repeats):
+        if i % 2 and prompts is not None:  # B A: generate() first (the prompts are the same every run)
+            hf.append(generate_tps(target, prompts, args.output_len, clock))
+            eng.append(engine_tps(cfg, models)[0])
+            continue
         tps, prompts = engine_tps(cfg, models)
         if len({len(p) for p in prompts}) != 1:
             raise ConfigError("--prompt-len: the prompts are not all the same length (generate() would need padding)")
@@ -90,7 +109,8 @@ def bench_batch(args, batch: int, models) -> dict:
         hf.append(generate_tps(target, prompts, args.output_len, clock))
     ratios = [e / h for e, h in zip(eng, hf)]
     return {"batch": batch, "engine_tps": statistics.median(eng), "generate_tps": statistics.median(hf),
-            "ratio": statistics.median(ratios), "engine_runs": eng, "generate_runs": hf,
+            "ratio": statistics.median(ratios), "ratio_ci95": median_ci(ratios), "engine_runs": eng,
+            "generate_runs": hf,
             "dtype": str(next(target.parameters()).dtype).replace("torch.", ""), "clock": cfg.engine.clock,
             "threads": cfg.engine.threads}
 
@@ -118,11 +138,13 @@ def main(argv=None) -> int:
     r0 = rows[0]
     print(f"{args.pair}: engine plain decoding vs HF generate(), prompt {args.prompt_len}, output {args.output_len} "
           f"tokens, greedy, target {r0['dtype']}; engine.clock = {r0['clock']!r}, threads {r0['threads']}; "
-          f"A B x {args.repeats}, medians\n")
-    print("| batch | engine tok/s | generate() tok/s | engine / generate |")
-    print("|---|---|---|---|")
+          f"{args.repeats} pairs, order alternating, medians\n")
+    print("| batch | engine tok/s | generate() tok/s | engine / generate | 95% CI |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['engine_tps']:.1f} | {r['generate_tps']:.1f} | {r['ratio']:.3f}x |")
+        ci = r["ratio_ci95"]
+        ci = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
+        print(f"| {r['batch']} | {r['engine_tps']:.1f} | {r['generate_tps']:.1f} | {r['ratio']:.3f}x | {ci} |")
     if args.out:
         Path(args.out).write_text(json.dumps({"pair": args.pair, "sets": args.set, "rows": rows}, indent=1))
     return 0

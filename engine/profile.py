@@ -115,17 +115,37 @@ def _mean_grid(rows: list[dict]):
     return b_axis, t_axis, grid / np.maximum(cnt, 1), dr / np.maximum(dcnt, 1)
 
 
+def _memo_key(batch, drafts, v: np.ndarray) -> tuple:
+    """What a step_time_from_rows answer depends on: the batch, K and every verified count."""
+    return batch, drafts, v.dtype.str, v.shape, v.tobytes()
+
+
 def step_time_from_rows(rows: list[dict]):
     """A theory.budget StepTime (batch, drafts, verified) -> s, interpolated from profile rows.
 
     step = drafts * draft_s(batch) + target_s(batch, 1 + verified / batch); linear in tokens per
     request and in batch (nearest context: the mean of what was measured). Interpolation:
     contract.profile_table (blend along tokens per request at the two batch rows, then along batch).
+    The table is fixed, so answers are memoised per (batch, drafts, verified): a goodput budget asks
+    the same few questions every step (its step-time array for this batch and K), and a dozen small
+    numpy calls after a forward cost ~40-240 us per step (issue 13's selection share, tiny pair).
+    An array answer is read-only.
     """
     b_axis, t_axis, grid, dr = _mean_grid(rows)
     nb = min(1, b_axis.size - 1)
+    memo: dict = {}
 
     def step_time(batch, drafts, verified):
+        v = np.asarray(verified)
+        key = _memo_key(batch, drafts, v)
+        out = memo.get(key)
+        if out is None:
+            if len(memo) >= 4096:  # bounded: a caller sweeping many shapes gets no stale growth
+                memo.clear()
+            out = memo[key] = _interpolate(batch, drafts, v)
+        return out
+
+    def _interpolate(batch, drafts, verified):
         v = np.asarray(verified, dtype=float)
         ib_wb = axis_weights(b_axis, np.float64(batch))
         it_wt = axis_weights(t_axis, 1.0 + v / max(batch, 1))
@@ -133,6 +153,9 @@ def step_time_from_rows(rows: list[dict]):
         lo, hi = blend(grid[ib], it_wt), blend(grid[ib + nb], it_wt)
         tgt = blend(np.stack([lo, hi]), (0, ib_wb[1]))
         out = np.maximum(tgt + drafts * blend(dr, ib_wb), 1e-6)
-        return out if out.ndim else float(out)
+        if not out.ndim:
+            return float(out)
+        out.setflags(write=False)
+        return out
 
     return step_time

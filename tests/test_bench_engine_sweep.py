@@ -5,20 +5,16 @@ Markdown names the speedup and TETRIS / best-fixed figures, and that bad input e
 line and writes nothing. Power: a sweep that drops a policy, mislabels a point, or lets an unknown
 --set key through fails here; no timed assertion (figures are not checked, only their presence).
 """
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench_module
 
 
 def _sweep():
-    spec = importlib.util.spec_from_file_location("engine_sweep", ROOT / "benchmarks" / "engine_sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module.load("engine_sweep")
 
 
 @pytest.fixture(scope="module")

@@ -114,3 +114,33 @@ def test_write_is_atomic_and_round_trips(tmp_path, monkeypatch):
     with pytest.raises(ValueError):
         write(bad, p)
     assert [f.name for f in tmp_path.iterdir()] == ["p.csv"] and "0.02" in p.read_text()
+
+
+def _check_memo(tmp_path):
+    """One step_time answers many interleaved questions, each asked twice: every answer (memoised
+    or not) is bit-identical to the frozen copy, and array answers cannot be written."""
+    g = np.random.default_rng(1)
+    rows = [dict(batch=b, tokens_per_request=t, context=100, target_s=float(g.uniform(1e-3, 0.1)),
+                 draft_s=float(g.uniform(1e-4, 1e-2))) for b in (1, 8, 32) for t in (1, 2, 4, 8)]
+    st = step_time_from_rows(rows)
+    asked = [(int(g.integers(1, 9)), int(g.integers(0, 3)), g.integers(0, 8 * 9, size=6)) for _ in range(100)]
+    for bi, k, ver in asked + asked[::-1]:
+        out = st(bi, k, ver)
+        assert np.array_equal(out, _old_step_time(rows, bi, k, ver))
+        assert not out.flags.writeable
+        assert st(bi, k, int(ver[0])) == _old_step_time(rows, bi, k, int(ver[0]))
+
+
+def test_memoised_step_time_answers_as_fresh(tmp_path):
+    # power: a memo that confused two questions returns another (batch, K, verified)'s seconds; the
+    # 100 random questions share (batch, K) often (24 pairs) but not their verified counts, so one
+    # confusion fails array_equal (negative control below: a key without the verified counts)
+    _check_memo(tmp_path)
+
+
+def test_negative_control_memo_keyed_without_verified_is_caught(tmp_path, monkeypatch):
+    import engine.profile as prof
+
+    monkeypatch.setattr(prof, "_memo_key", lambda batch, drafts, v: (batch, drafts, v.shape))
+    with pytest.raises(AssertionError):
+        _check_memo(tmp_path)
