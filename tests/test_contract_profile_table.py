@@ -116,7 +116,7 @@ def test_write_is_atomic_and_round_trips(tmp_path, monkeypatch):
     assert [f.name for f in tmp_path.iterdir()] == ["p.csv"] and "0.02" in p.read_text()
 
 
-def _check_memo(tmp_path):
+def _check_memo():
     """One step_time answers many interleaved questions, each asked twice: every answer (memoised
     or not) is bit-identical to the frozen copy, and array answers cannot be written."""
     g = np.random.default_rng(1)
@@ -131,16 +131,16 @@ def _check_memo(tmp_path):
         assert st(bi, k, int(ver[0])) == _old_step_time(rows, bi, k, int(ver[0]))
 
 
-def test_memoised_step_time_answers_as_fresh(tmp_path):
+def test_memoised_step_time_answers_as_fresh():
     # power: a memo that confused two questions returns another (batch, K, verified)'s seconds; the
     # 100 random questions share (batch, K) often (24 pairs) but not their verified counts, so one
     # confusion fails array_equal (negative control below: a key without the verified counts)
-    _check_memo(tmp_path)
+    _check_memo()
 
 
-def test_negative_control_memo_keyed_without_verified_is_caught(tmp_path, monkeypatch):
+def test_negative_control_memo_keyed_without_verified_is_caught(monkeypatch):
     import engine.profile as prof
 
     monkeypatch.setattr(prof, "_memo_key", lambda batch, drafts, v: (batch, drafts, v.shape))
     with pytest.raises(AssertionError):
-        _check_memo(tmp_path)
+        _check_memo()
