@@ -13,6 +13,8 @@ sweep on the same requests and acceptance draws (contract.runs.run_variants), al
   threshold            threshold, k = best fixed, extra 1 (tau = policy.tau)
   tetris               TETRIS, k = best fixed, extra 1..3, fixed budget k*N
   tetris-goodput       TETRIS, k = best fixed, extra 1..3, goodput-maximising budget
+  tetris-full, tetris-goodput-full   the same with policy.early_stop = false (always draft K;
+                       labels end in -full): the early stop's saving, side by side
 Timing: engine.clock = "cpu" and engine.threads = 1 unless --set says otherwise (this process's
 CPU seconds: steady on a shared CPU box; the figures are CPU-seconds throughput).
 --repeats R runs the whole sweep R times per point (policies interleaved A B A B); each policy's
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from contract.config import ConfigError, load_config  # noqa: E402
 
-GROUPS = ("none", "fixed", "dsd", "threshold", "tetris", "tetris-goodput")
+GROUPS = ("none", "fixed", "dsd", "threshold", "tetris", "tetris-goodput", "tetris-full", "tetris-goodput-full")
 FIXED_KS = (1, 2, 3, 4)
 EXTRAS = (1, 2, 3)
 TIMING = ['engine.clock="cpu"', "engine.threads=1"]  # defaults; --set may override them
@@ -51,18 +53,24 @@ def sweep_entries(groups) -> list[str]:
     out = []
     if "none" in groups:
         out.append('{ name = "none" }')
-    if "fixed" in groups or any(g in groups for g in ("threshold", "tetris", "tetris-goodput")):
+    if "fixed" in groups or any(g.startswith(("threshold", "tetris")) for g in groups):
         out += [f'{{ name = "fixed", k = {k} }}' for k in FIXED_KS]
     if "dsd" in groups:
         out.append('{ name = "dsd" }')
     if "threshold" in groups:
         out.append('{ name = "threshold", k = "best_fixed", extra = 1 }')
-    if "tetris" in groups:
-        out += [f'{{ name = "tetris", k = "best_fixed", extra = {e}, budget = "fixed" }}' for e in EXTRAS]
-    if "tetris-goodput" in groups:
-        out += [f'{{ name = "tetris", k = "best_fixed", extra = {e}, budget = "goodput", label = "tetris-kbest-e{e}-goodput" }}'
-                for e in EXTRAS]
+    for group, budget, full in (("tetris", "fixed", False), ("tetris-goodput", "goodput", False),
+                                ("tetris-full", "fixed", True), ("tetris-goodput-full", "goodput", True)):
+        if group in groups:
+            out += [_tetris_entry(e, budget, full) for e in EXTRAS]
     return out
+
+
+def _tetris_entry(extra: int, budget: str, full: bool) -> str:
+    """One TETRIS variant, k = best fixed; full: policy.early_stop = false (always draft K)."""
+    label = f"tetris-kbest-e{extra}" + ("-goodput" if budget == "goodput" else "") + ("-full" if full else "")
+    return (f'{{ name = "tetris", k = "best_fixed", extra = {extra}, budget = "{budget}", '
+            f'early_stop = {str(not full).lower()}, label = "{label}" }}')
 
 
 def parse_args(argv=None):

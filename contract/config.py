@@ -159,6 +159,9 @@ class PolicyConfig:
     interval: int = _f(20, min=1, doc="dsd: steps between window re-choices")
     ema: float = _f(0.9, min=0.0, max=1.0, doc="dsd: EMA weight of the acceptance estimate")
     disable_batch: int = _f(0, min=0, doc="turn speculation off when batch > this (0: never)")
+    early_stop: bool = _f(True, doc="tetris / threshold / fixed: stop drafting at the first depth no window "
+                                     "reaches (the windows are unchanged, fewer draft passes; fixed: only past "
+                                     "the requests' ends); false: always draft K")
 
 
 @dataclass

@@ -22,7 +22,8 @@ only over requests with output_len > 1 (as vLLM). Per run:
   draft_acceptance_rate  accepted / verified draft tokens (the paper's VSR)
   per_position_acceptance[j]  accepted / verified at window position j+1
   verified_tokens        draft tokens verified (sum of windows); wasted_tokens =
-                         verified - accepted; drafted_tokens = K * batch summed
+                         verified - accepted; drafted_tokens = D * batch summed (D <= K drafted,
+                         policy.early_stop)
   mean_budget            verified draft tokens per step; mean_batch requests per step
   goodput                requests/s meeting every SLO set (slo.ttft_s, slo.tpot_s > 0)
 """

@@ -1,7 +1,8 @@
 """The batched speculative-decoding loop (one Engine = one running batch).
 
 Per step (Engine.step), for all running requests at once:
-  1. propose: K = policy.num_drafts(N); the draft proposes K tokens per request (its own KV),
+  1. propose: K = policy.num_drafts(N); the draft proposes up to K tokens per request (its own KV;
+     policy.early_stop: no deeper than any window can reach, theory.policy.Policy.windows_if_done),
   2. select: estimates a_ij from the chosen estimator; L = policy.allocate(estimates),
   3. verify: ONE target forward over [last token, d_1..d_L_i] per request (ragged, masked),
      then speculative acceptance,
@@ -79,6 +80,13 @@ def draws(seqs: list[Seq], k: int, kind: int) -> np.ndarray:
     j = np.arange(k, dtype=np.uint64)[None, :]
     counter = (start + j) * np.uint64(_DEPTH) + j * np.uint64(_KINDS) + np.uint64(kind)
     return acceptance_uniforms(0, 0, counter, key=keys)
+
+
+def narrow_uniforms(u: np.ndarray, k: int, d: int) -> np.ndarray:
+    """A step's uniforms [N, 3K+1] (Engine._uniforms) for D <= K drafted depths: [N, 3D+1], each
+    column still the one of its (token index, depth, kind), so early-stopped drafting tests and
+    samples with the uniforms full drafting would."""
+    return np.concatenate([u[:, :d], u[:, k:k + d], u[:, 2 * k:2 * k + d + 1]], axis=1)
 
 
 @dataclass
@@ -256,10 +264,14 @@ class Engine:
 
     # ------------------------------------------------------------ drafting
 
-    def _draft(self, k: int, u: np.ndarray):
-        """K drafts per request: tokens [N, K] int64, q [N, K, V] (sampling only, else None),
-        and per-position features of the draft distribution (see estimators.features)."""
+    def _draft(self, k: int, u: np.ndarray, depth: int):
+        """Up to `depth` <= K drafts per request: tokens [N, D] int64, q [N, D, V] (sampling only, else
+        None), per-position features of the draft distribution (see estimators.features), and
+        (estimates [N, D], windows [N]) when a prefix-decided policy stopped at D < depth because no
+        window reaches D (theory.policy.Policy.windows_if_done: the windows of all K), else None."""
         toks, qs, feats = [], [], []
+        usable = self._usable() if self._stops_early(k) and self.policy.checks_depth else None
+        self.early_check_s, early = 0.0, None
         entropy = self.estimator == "calibrated" or self.collect_calibration
         pending = [s.pending_draft for s in self.seqs]
         if self.eagle:  # fed with the target's features; later drafts with the draft's own (g)
@@ -268,8 +280,8 @@ class Engine:
             g = hid[torch.arange(len(pending)), torch.tensor([len(p) for p in pending]) - 1]
         else:
             logits, self.dkv = self._fwd(self.draft, self.dkv, pending, last_only=True)
-        self.draft_start = self.dkv.length[self._slot_tensor()]  # [N] positions from here on hold d_1..d_{K-1}
-        for j in range(k):
+        self.draft_start = self.dkv.length[self._slot_tensor()]  # [N] positions from here on hold d_1..d_{D-1}
+        for j in range(depth):
             q = probs(logits, self.temperature)
             if self.temperature <= 0:
                 d = logits.argmax(dim=-1)
@@ -278,13 +290,47 @@ class Engine:
                 qs.append(q)
             toks.append(d)
             feats.append(est.features(q, d, entropy))
-            if j < k - 1 and self.eagle:
+            if j < depth - 1 and usable is not None:
+                ts = self.clock()
+                early = self._windows_if_done(feats, k, usable)
+                self.early_check_s += self.clock() - ts
+                if early is not None:
+                    break
+            if j < depth - 1 and self.eagle:
                 logits, self.dkv, hid = self._fwd(self.draft, self.dkv, d[:, None].tolist(), last_only=True,
                                                 feats=g[:, None], hidden=True)
                 g = hid[:, 0]
-            elif j < k - 1:
+            elif j < depth - 1:
                 logits, self.dkv = self._fwd(self.draft, self.dkv, d[:, None].tolist(), last_only=True)
-        return torch.stack(toks, 1), (torch.stack(qs, 1) if qs else None), est.stack_features(feats)
+        return torch.stack(toks, 1), (torch.stack(qs, 1) if qs else None), est.stack_features(feats), early
+
+    def _stops_early(self, k: int) -> bool:
+        """Draft depth by depth and stop where no window can reach deeper (not in trace mode)."""
+        return k > 0 and self.policy.stops_early and not (self.trace or self.policy.needs_truth)
+
+    def _depth_cap(self, k: int) -> int:
+        """Depths worth drafting: K, or for a prefix-decided policy no deeper than a request can still emit."""
+        return min(k, int(self._usable().max(initial=0))) if self._stops_early(k) else k
+
+    def _usable(self) -> np.ndarray:
+        """[N] int64 drafts each request can still emit (as the simulator: no budget past its end)."""
+        return np.array([s.output_len - len(s.out) - 1 for s in self.seqs], dtype=np.int64)
+
+    def _estimates(self, feats: dict, k: int, usable: np.ndarray) -> np.ndarray:
+        """float64 [N, D] acceptance estimates of the D drafted depths (K = k), NaN past each request's end."""
+        estimates = est.estimate(self.estimator, feats, k, self.calibrated)
+        d = estimates.shape[1]
+        if usable.min() < d:
+            estimates = np.where(np.arange(d)[None, :] < usable[:, None], estimates, np.nan)
+        return estimates
+
+    def _windows_if_done(self, feats: list, k: int, usable: np.ndarray):
+        """(estimates [N, D], windows [N]) once the D drafted depths decide the windows, else None."""
+        if not self.policy.may_stop(len(feats), np.minimum(usable, k)):
+            return None
+        estimates = self._estimates(est.stack_features(feats), k, usable)
+        lengths = self.policy.windows_if_done(estimates, k, np.minimum(usable, k))
+        return None if lengths is None else (estimates, lengths)
 
     # ------------------------------------------------------------ one step
 
@@ -294,19 +340,26 @@ class Engine:
         k = self.policy.num_drafts(n) if self.use_draft else 0
         u = self._uniforms(n, k)
         t0 = self.clock()
-        drafts, q, feats = self._propose(n, k, u[:, :k])
+        drafts, q, feats, early = self._propose(n, k, u[:, :k])
         t1 = self.clock()
-        estimates, lengths, window = self._select(n, k, feats)
+        d = drafts.shape[1]  # drafted depth D <= K (a prefix-decided policy stops early)
+        if d < k:
+            u = narrow_uniforms(u, k, d)
+        if early is not None:  # the windows were decided while drafting
+            estimates, lengths, window = early[0], early[1], early[1]
+        else:
+            estimates, lengths, window = self._select(n, k, feats)
         t2 = self.clock()
-        v = self._verify(k, drafts, q, estimates, lengths, window, u)
+        v = self._verify(d, drafts, q, estimates, lengths, window, u)
         t3 = self.clock()
-        acc, emitted, finished = self._commit(k, window, v)
+        acc, emitted, finished = self._commit(d, window, v)
         self._observe(k, estimates, feats, window, v, acc, emitted)
         if v.joined is not None:
             finished = finished + self._joined(*v.joined)
         self._retire(finished)
-        return StepOut(n, k, np.asarray(v.lengths, dtype=np.int64), acc, emitted, t1 - t0, t3 - t2,
-                       (t2 - t1) + v.select_s, finished)
+        check_s = self.early_check_s if k else 0.0  # selection work done while drafting
+        return StepOut(n, d, np.asarray(v.lengths, dtype=np.int64), acc, emitted, t1 - t0 - check_s, t3 - t2,
+                       (t2 - t1) + v.select_s + check_s, finished)
 
     def _uniforms(self, n: int, k: int) -> np.ndarray:
         """U(0,1) [N, 3K+1]: draft samples [:K], accept tests [K:2K], target samples [2K:] at
@@ -316,23 +369,25 @@ class Engine:
         return np.zeros((n, 3 * k + 1))  # greedy needs no randomness
 
     def _propose(self, n: int, k: int, u: np.ndarray):
-        """The draft's K tokens per request: (drafts [N, K] int64, q [N, K, V] or None, features)."""
-        if k == 0:
-            return torch.zeros(n, 0, dtype=torch.long, device=self.device), None, None
-        drafts, q, feats = self._draft(k, u)
+        """The draft's D <= K tokens per request: (drafts [N, D] int64, q [N, D, V] or None, features,
+        the early stop's (estimates, windows) or None); see _draft."""
+        depth = self._depth_cap(k)
+        if depth == 0:
+            return torch.zeros(n, 0, dtype=torch.long, device=self.device), None, None, None
+        out = self._draft(k, u, depth)
         self._sync()
-        return drafts, q, feats
+        return out
 
     def _select(self, n: int, k: int, feats):
         """(estimates [N, K] float64 or None, lengths [N] int64 the policy selected, or None when it
-        decides after verifying all K (oracle, trace mode), window [N] int64 drafts to verify)."""
-        if k == 0:
+        decides after verifying all K (oracle, trace mode), window [N] int64 drafts to verify).
+        Depths not drafted (none can be emitted, _depth_cap) are NaN, as the K the policy plans with."""
+        if feats is None:  # K = 0, or no request can emit a draft
             lengths = window = np.zeros(n, dtype=np.int64)
             return None, lengths, window
-        estimates = est.estimate(self.estimator, feats, k, self.calibrated)
-        usable = np.array([s.output_len - len(s.out) - 1 for s in self.seqs])  # drafts that can still be emitted
-        if usable.min() < k:  # as in the simulator: no budget for drafts past a request's end
-            estimates = np.where(np.arange(k)[None, :] < usable[:, None], estimates, np.nan)
+        estimates = self._estimates(feats, k, self._usable())
+        if estimates.shape[1] < k:
+            estimates = np.pad(estimates, ((0, 0), (0, k - estimates.shape[1])), constant_values=np.nan)
         if self.policy.needs_truth or self.trace:
             return estimates, None, np.full(n, k, dtype=np.int64)  # lengths decided after verifying all K
         lengths = self.policy.allocate(estimates)
@@ -418,7 +473,7 @@ class Engine:
 
     def _observe(self, k, estimates, feats, window, v: Verified, acc, emitted) -> None:
         """Trace records, calibration data and the policy's own feedback for this step."""
-        if k > 0:
+        if feats is not None:
             self._record(k, estimates, feats, v.truth, window, v.lengths, acc, emitted)
             if self.estimator == "calibrated" or self.collect_calibration:
                 self.calibrated.observe(feats, k, np.asarray(v.lengths), acc)

@@ -22,7 +22,7 @@ class RunResult:
 
 
 STEP_LOG = ("batch", "drafts", "verified", "context", "riding", "target_s", "draft_s")
-# batch: requests decoding; drafts: K; verified: sum of the windows; context: sum of the rows' tokens
+# batch: requests decoding; drafts: D <= K drafted; verified: sum of the windows; context: sum of the rows' tokens
 # before the step; riding: prompt tokens of joiners in this step's verification pass (mixed admission)
 
 

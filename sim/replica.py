@@ -13,7 +13,8 @@ scale with steps, not tokens. One step:
   4. verify: A_i = leading passed drafts within L_i; emit A_i + 1 tokens;
      (server.admission = "mixed": requests joining a running batch instead ride in its pass at
      cost.mixed_prefill, get no drafts and emit only their first token this step);
-  5. the step costs prefill + drafting + target pass (sim/cost.py); at its end
+  5. the step costs prefill + drafting + target pass (sim/cost.py; a policy that stops early drafts
+     D = min(K, deepest emittable, max(L) + 1) deep, as the engine: theory.policy.Policy.drafted_depth); at its end
      the clock advances, first tokens and finished requests are stamped, and
      finished requests retire.
 With nothing running the replica sleeps until the next arrival (or until the
@@ -262,7 +263,8 @@ class Replica:
             k = policy.num_drafts(nd)
             pos = I[:, EMIT]
             truth, est, passed, lengths, accepted = self._speculate(nd, k, fast, oracle, rows=I[:nd] if riding else None)
-            draft_s, target_s = cost.window_parts(nd, k, lengths, self.context)  # in the cost model's layout
+            d = policy.drafted_depth(k, lengths, I[:nd, OUT] - pos[:nd] - 1)  # as the engine's early stop
+            draft_s, target_s = cost.window_parts(nd, d, lengths, self.context)  # in the cost model's layout
             emitted = accepted + 1
             if riding:  # the joined pass emits each prompt's first token (engine semantics: outside output_len)
                 p = I[nd:, PROMPT]
@@ -271,7 +273,7 @@ class Replica:
                 emitted = np.concatenate([emitted, np.full(riding, 0 if self.first_outside else 1, np.int64)])
             dt = prefill + draft_s + target_s
             if self.on_step is not None:
-                info = dict(start_s=env.now, dt=dt, batch=nd, drafts=k, ids=I[:nd, ID].copy(),
+                info = dict(start_s=env.now, dt=dt, batch=nd, drafts=d, ids=I[:nd, ID].copy(),
                             arrival=self.F[:nd, ARRIVAL].copy(), pos=pos[:nd].copy(), truth=truth, est=est,
                             passed=passed, lengths=lengths, accepted=accepted, emitted=emitted[:nd], prefill_s=prefill)
                 if riding:  # as sim/vllm_sched.py: the rows whose prompt (and first token) this pass computes
@@ -280,7 +282,7 @@ class Replica:
             yield env.timeout(dt)
             now = env.now
             policy.observe(lengths, accepted)
-            stats.add_step(nd, k, lengths, accepted, emitted[:nd])
+            stats.add_step(nd, d, lengths, accepted, emitted[:nd])
             stats.target_s += target_s
             stats.draft_s += draft_s
             stats.prefill_s += prefill

@@ -133,7 +133,8 @@ def _engine_like(tmp_path, admission, monkeypatch=None):
     cfg = load_config(base={"seed": 3, "acceptance": {"model": "iid", "alpha": 1.0},
                             "cost": {"model": "constant", "step_s": 1.0, "draft_step_s": 0.25, "prefill_call_s": 0.5,
                                      "prefill_s": 0.1, "prefill_per_token_s": 0.01},
-                            "server": {"max_batch": 2, "admission": admission}, "policy": {"name": "fixed", "k": 2}})
+                            "server": {"max_batch": 2, "admission": admission},
+                            "policy": {"name": "fixed", "k": 2, "early_stop": False}})  # every step drafts 2
     return cal.simulate_like_engine(cfg, cfg.policy, wl)
 
 

@@ -46,7 +46,7 @@ def test_summary_json_holds_the_resolved_policy_parameters():
     pols = {"t": PolicyConfig(name="threshold", k=2, extra=1, tau=0.5), "n": PolicyConfig(name="none")}
     data = json.loads(summary_json({"t": {"x": 1}, "n": {"x": 2}}, pols))["policies"]
     assert data["t"] == {"x": 1, "policy": {"name": "threshold", "k": 2, "extra": 1, "budget": "fixed", "tau": 0.5,
-                                            "disable_batch": 0}}
+                                            "disable_batch": 0, "early_stop": True}}
     assert data["n"] == {"x": 2, "policy": {"name": "none"}}
     assert json.loads(summary_json({"n": {"x": 2}})) == {"policies": {"n": {"x": 2}}}  # the old shape without them
 

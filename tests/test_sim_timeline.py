@@ -37,19 +37,22 @@ def test_continuous_batching_timeline(tmp_path):
     assert r.summary["mean_ttft_s"] == pytest.approx((1.0 + 1.5 + 2.4 + 1.0) / 4)
 
 
-def test_prefill_and_draft_costs_timeline(tmp_path):
+@pytest.mark.parametrize("early_stop, last", [(True, 5.3), (False, 5.8)])
+def test_prefill_and_draft_costs_timeline(tmp_path, early_stop, last):
     # fixed k=2 with alpha=1: each step emits 3 tokens and costs prefill + 2 drafts + target.
     cfg = config(tmp_path, [(0.0, 10, 7), (0.0, 20, 3)],
                  acceptance={"model": "iid", "alpha": 1.0},
                  cost={"model": "constant", "step_s": 1.0, "draft_step_s": 0.25, "prefill_s": 0.5,
                        "prefill_per_token_s": 0.01},
-                 policy={"name": "fixed", "k": 2})
+                 policy={"name": "fixed", "k": 2, "early_stop": early_stop})
     r = run(cfg, keep_steps=True)
     # step 1: prefill 2*0.5 + 30*0.01 = 1.3, drafts 0.5, target 1 -> ends 2.8; both emit 3 (r1 done: 3 tokens)
-    # step 2: r0 only: 1.5 -> 4.3, r0 at 6; step 3: only 1 token left: window 0 still drafts 2 -> 5.8
+    # step 2: r0 only: 1.5 -> 4.3, r0 at 6; step 3: only 1 token left, window 0: no draft -> 5.3
+    # (policy.early_stop = false: it still drafts 2 -> 5.8)
     assert r.columns["first_token_s"].tolist() == [2.8, 2.8]
-    assert r.columns["finish_s"].tolist() == pytest.approx([5.8, 2.8])
+    assert r.columns["finish_s"].tolist() == pytest.approx([last, 2.8])
     assert [s[7] for s in r.steps] == [4, 2, 0]  # verified drafts per step (last window capped by the end)
+    assert [s[6] for s in r.steps] == [2, 2, 0 if early_stop else 2]  # drafted per request
     assert r.stats.emitted_tokens == 10
 
 
@@ -64,8 +67,9 @@ def test_offline_saturated_closed_form(k, alpha):
                  server={"max_batch": B}, policy={"name": "fixed" if k else "none", "k": k})
     r = run(cfg)
     per_request_steps = -(-L // (k + 1))
-    # every step drafts k tokens (the window is capped near the end, the drafting is not)
-    expect = m * per_request_steps * (step + k * draft)
+    # step s drafts min(k, tokens left - 1): no deeper than a request can emit (policy.early_stop)
+    drafted = sum(min(k, L - (k + 1) * s - 1) for s in range(per_request_steps))
+    expect = m * (per_request_steps * step + drafted * draft)
     assert r.summary["duration_s"] == pytest.approx(expect, rel=1e-12)
     assert r.summary["output_throughput"] == pytest.approx(B * m * L / expect, rel=1e-12)
     assert r.summary["num_steps"] == m * per_request_steps
@@ -136,7 +140,8 @@ MIXED_COST = {"model": "constant", "step_s": 1.0, "draft_step_s": 0.25, "prefill
 
 def mixed_config(tmp_path, admission):
     return config(tmp_path, MIXED_ROWS, acceptance={"model": "iid", "alpha": 1.0}, cost=MIXED_COST,
-                  server={"max_batch": 2, "admission": admission}, policy={"name": "fixed", "k": 2})
+                  server={"max_batch": 2, "admission": admission},
+                  policy={"name": "fixed", "k": 2, "early_stop": False})  # every step drafts 2 (admission alone)
 
 
 @pytest.mark.parametrize("admission, first, finish", [

@@ -15,6 +15,18 @@ class PolicyKind:
     speculates: bool = True  # False: plain decoding, no draft model runs
     needs_truth: bool = False  # allocate() ranks by the true acceptance (an upper bound, not deployable)
     baseline_k: bool = False  # a fixed-k baseline: k = "best_fixed" takes the k of the best such variant
+    # its windows are a prefix of an order read shallow to deep (a deeper score never ranks above its
+    # parent): drafting can stop at the first depth no window reaches (theory.policy.Policy.windows_if_done)
+    prefix_decided: bool = False
+
+    def checks_depth(self, cfg) -> bool:
+        """A prefix-decided policy whose windows may stop short of what requests can emit: the engine
+        checks after each depth whether to draft on (theory.policy.Policy.checks_depth)."""
+        return False
+
+    def may_stop(self, cfg, depth: int, valid: np.ndarray) -> bool:
+        """False when windows provably reach `depth` (drafting goes on without the check's allocate)."""
+        return True
 
     def needs_step_time(self, cfg) -> bool:
         """True when this config needs a step-time model (theory.budget.StepTime)."""

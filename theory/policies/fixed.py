@@ -7,8 +7,9 @@ from theory.policies.base import PolicyKind
 
 class Fixed(PolicyKind):
     name = "fixed"
-    params = ("k", "disable_batch")
+    params = ("k", "disable_batch", "early_stop")
     baseline_k = True
+    prefix_decided = True  # L = min(k, valid drafts): it stops drafting only where no request can use a depth
 
     def label(self, cfg, best: bool = False) -> str:
         return "fixed-best" if best else f"fixed-k{cfg.k}"

@@ -8,7 +8,11 @@ from theory.policies.base import PolicyKind, goodput_budget, window_label
 
 class Threshold(PolicyKind):
     name = "threshold"
-    params = ("k", "extra", "budget", "tau", "disable_batch")
+    prefix_decided = True
+    params = ("k", "extra", "budget", "tau", "disable_batch", "early_stop")
+
+    def checks_depth(self, cfg) -> bool:
+        return cfg.budget == "fixed"
 
     def needs_step_time(self, cfg) -> bool:
         return goodput_budget(cfg)
