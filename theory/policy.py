@@ -41,6 +41,7 @@ class Policy:
     steps: int = 0  # steps observed so far
     layout: str = "packed"  # the verify pass a goodput budget is priced in (theory.layout.LAYOUTS)
     all_scores_budget: bool = False  # NEGATIVE CONTROL only: the old goodput sizing (not lossless at T > 0)
+    _depth_flags: tuple | None = None  # drafted_depth's (stops early, checks depth), once
 
     @property
     def name(self) -> str:
@@ -132,10 +133,15 @@ class Policy:
         """Drafts per request a step drafts out of K = k for windows `lengths` [N], when the requests
         can still emit usable [N] drafts: a policy that stops early drafts no deeper than any request
         can emit, and with checks_depth stops at max(L) + 1 (windows_if_done); else K."""
-        if k == 0 or not self.stops_early or self.needs_truth:
+        if k == 0 or not lengths.size:
             return k
-        cap = min(k, int(np.max(usable, initial=0)))
-        return min(cap, int(np.max(lengths, initial=0)) + 1) if self.checks_depth else cap
+        flags = self._depth_flags
+        if flags is None:  # (stops early, checks depth), read once: the simulator asks every step
+            flags = self._depth_flags = (self.stops_early and not self.needs_truth, self.checks_depth)
+        if not flags[0]:
+            return k
+        cap = min(k, int(usable.max()))
+        return min(cap, int(lengths.max()) + 1) if flags[1] else cap
 
     def observe(self, lengths: np.ndarray, accepted: np.ndarray) -> None:
         """Feed back one step's outcome (dsd keeps an EMA of per-position acceptance)."""
