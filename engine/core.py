@@ -151,6 +151,7 @@ class Engine:
         self.trace_records: list[TraceRecord] = []
         self.calib: list[dict] = []  # per step: estimates per estimator + truth + mask (calibration)
         self.collect_calibration = calibration
+        self.early_check_s = 0.0  # this step's seconds in the early stop's checks (counted as selection)
         self.t0 = clock()
 
     def now(self) -> float:
@@ -264,14 +265,15 @@ class Engine:
 
     # ------------------------------------------------------------ drafting
 
-    def _draft(self, k: int, u: np.ndarray, depth: int):
+    def _draft(self, k: int, u: np.ndarray, depth: int, usable: np.ndarray):
         """Up to `depth` <= K drafts per request: tokens [N, D] int64, q [N, D, V] (sampling only, else
         None), per-position features of the draft distribution (see estimators.features), and
         (estimates [N, D], windows [N]) when a prefix-decided policy stopped at D < depth because no
-        window reaches D (theory.policy.Policy.windows_if_done: the windows of all K), else None."""
+        window reaches D (theory.policy.Policy.windows_if_done: the windows of all K), else None.
+        usable [N]: drafts each request can still emit (_usable)."""
         toks, qs, feats = [], [], []
-        usable = self._usable() if self._stops_early(k) and self.policy.checks_depth else None
-        self.early_check_s, early = 0.0, None
+        check = self._stops_early(k) and self.policy.checks_depth
+        early = None
         entropy = self.estimator == "calibrated" or self.collect_calibration
         pending = [s.pending_draft for s in self.seqs]
         if self.eagle:  # fed with the target's features; later drafts with the draft's own (g)
@@ -290,7 +292,7 @@ class Engine:
                 qs.append(q)
             toks.append(d)
             feats.append(est.features(q, d, entropy))
-            if j < depth - 1 and usable is not None:
+            if j < depth - 1 and check:
                 ts = self.clock()
                 early = self._windows_if_done(feats, k, usable)
                 self.early_check_s += self.clock() - ts
@@ -305,12 +307,13 @@ class Engine:
         return torch.stack(toks, 1), (torch.stack(qs, 1) if qs else None), est.stack_features(feats), early
 
     def _stops_early(self, k: int) -> bool:
-        """Draft depth by depth and stop where no window can reach deeper (not in trace mode)."""
-        return k > 0 and self.policy.stops_early and not (self.trace or self.policy.needs_truth)
+        """Draft depth by depth and stop where no window can reach deeper (not in trace mode, where
+        all K are verified; an oracle is not prefix-decided)."""
+        return k > 0 and self.policy.stops_early and not self.trace
 
-    def _depth_cap(self, k: int) -> int:
+    def _depth_cap(self, k: int, usable: np.ndarray) -> int:
         """Depths worth drafting: K, or for a prefix-decided policy no deeper than a request can still emit."""
-        return min(k, int(self._usable().max(initial=0))) if self._stops_early(k) else k
+        return min(k, int(usable.max(initial=0))) if self._stops_early(k) else k
 
     def _usable(self) -> np.ndarray:
         """[N] int64 drafts each request can still emit (as the simulator: no budget past its end)."""
@@ -326,10 +329,11 @@ class Engine:
 
     def _windows_if_done(self, feats: list, k: int, usable: np.ndarray):
         """(estimates [N, D], windows [N]) once the D drafted depths decide the windows, else None."""
-        if not self.policy.may_stop(len(feats), np.minimum(usable, k)):
+        valid = np.minimum(usable, k)
+        if not self.policy.may_stop(len(feats), valid):
             return None
         estimates = self._estimates(est.stack_features(feats), k, usable)
-        lengths = self.policy.windows_if_done(estimates, k, np.minimum(usable, k))
+        lengths = self.policy.windows_if_done(estimates, k, valid)
         return None if lengths is None else (estimates, lengths)
 
     # ------------------------------------------------------------ one step
@@ -339,8 +343,10 @@ class Engine:
         n = len(self.seqs)
         k = self.policy.num_drafts(n) if self.use_draft else 0
         u = self._uniforms(n, k)
+        usable = self._usable() if k else None  # drafts each request can still emit
+        self.early_check_s = 0.0  # selection work done while drafting (_draft)
         t0 = self.clock()
-        drafts, q, feats, early = self._propose(n, k, u[:, :k])
+        drafts, q, feats, early = self._propose(n, k, u[:, :k], usable)
         t1 = self.clock()
         d = drafts.shape[1]  # drafted depth D <= K (a prefix-decided policy stops early)
         if d < k:
@@ -348,7 +354,7 @@ class Engine:
         if early is not None:  # the windows were decided while drafting
             estimates, lengths, window = early[0], early[1], early[1]
         else:
-            estimates, lengths, window = self._select(n, k, feats)
+            estimates, lengths, window = self._select(n, k, feats, usable)
         t2 = self.clock()
         v = self._verify(d, drafts, q, estimates, lengths, window, u)
         t3 = self.clock()
@@ -357,7 +363,7 @@ class Engine:
         if v.joined is not None:
             finished = finished + self._joined(*v.joined)
         self._retire(finished)
-        check_s = self.early_check_s if k else 0.0  # selection work done while drafting
+        check_s = self.early_check_s
         return StepOut(n, d, np.asarray(v.lengths, dtype=np.int64), acc, emitted, t1 - t0 - check_s, t3 - t2,
                        (t2 - t1) + v.select_s + check_s, finished)
 
@@ -368,24 +374,24 @@ class Engine:
             return np.concatenate([draws(self.seqs, k, 0), draws(self.seqs, k, 1), draws(self.seqs, k + 1, 2)], axis=1)
         return np.zeros((n, 3 * k + 1))  # greedy needs no randomness
 
-    def _propose(self, n: int, k: int, u: np.ndarray):
+    def _propose(self, n: int, k: int, u: np.ndarray, usable: np.ndarray | None):
         """The draft's D <= K tokens per request: (drafts [N, D] int64, q [N, D, V] or None, features,
         the early stop's (estimates, windows) or None); see _draft."""
-        depth = self._depth_cap(k)
+        depth = self._depth_cap(k, usable) if k else 0
         if depth == 0:
             return torch.zeros(n, 0, dtype=torch.long, device=self.device), None, None, None
-        out = self._draft(k, u, depth)
+        out = self._draft(k, u, depth, usable)
         self._sync()
         return out
 
-    def _select(self, n: int, k: int, feats):
+    def _select(self, n: int, k: int, feats, usable: np.ndarray | None):
         """(estimates [N, K] float64 or None, lengths [N] int64 the policy selected, or None when it
         decides after verifying all K (oracle, trace mode), window [N] int64 drafts to verify).
         Depths not drafted (none can be emitted, _depth_cap) are NaN, as the K the policy plans with."""
         if feats is None:  # K = 0, or no request can emit a draft
             lengths = window = np.zeros(n, dtype=np.int64)
             return None, lengths, window
-        estimates = self._estimates(feats, k, self._usable())
+        estimates = self._estimates(feats, k, usable)
         if estimates.shape[1] < k:
             estimates = np.pad(estimates, ((0, 0), (0, k - estimates.shape[1])), constant_values=np.nan)
         if self.policy.needs_truth or self.trace:

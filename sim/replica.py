@@ -263,7 +263,7 @@ class Replica:
             k = policy.num_drafts(nd)
             pos = I[:, EMIT]
             truth, est, passed, lengths, accepted = self._speculate(nd, k, fast, oracle, rows=I[:nd] if riding else None)
-            d = policy.drafted_depth(k, lengths, I[:nd, OUT] - pos[:nd] - 1)  # as the engine's early stop
+            d = policy.drafted_depth(k, lengths, I[:nd, OUT] - pos[:nd] - 1) if k else 0  # as the engine's early stop
             draft_s, target_s = cost.window_parts(nd, d, lengths, self.context)  # in the cost model's layout
             emitted = accepted + 1
             if riding:  # the joined pass emits each prompt's first token (engine semantics: outside output_len)

@@ -23,6 +23,7 @@ Each policy is one module of theory/policies/ (its registry: theory.policies.REG
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -41,7 +42,6 @@ class Policy:
     steps: int = 0  # steps observed so far
     layout: str = "packed"  # the verify pass a goodput budget is priced in (theory.layout.LAYOUTS)
     all_scores_budget: bool = False  # NEGATIVE CONTROL only: the old goodput sizing (not lossless at T > 0)
-    _depth_flags: tuple | None = None  # drafted_depth's (stops early, checks depth), once
 
     @property
     def name(self) -> str:
@@ -89,12 +89,12 @@ class Policy:
             return no_speculation(estimates)
         return self.kind.allocate(self, estimates, truth)
 
-    @property
+    @cached_property  # read every step by the simulator and the engine; cfg does not change in a run
     def stops_early(self) -> bool:
         """Drafting stops at the first depth no window reaches (tetris, threshold, fixed; policy.early_stop)."""
         return self.kind.prefix_decided and bool(getattr(self.cfg, "early_stop", True))
 
-    @property
+    @cached_property
     def checks_depth(self) -> bool:
         """Drafting also checks after each depth whether a window can still reach deeper
         (windows_if_done): tetris / threshold with the fixed budget k * N. Not with a goodput budget:
@@ -133,15 +133,10 @@ class Policy:
         """Drafts per request a step drafts out of K = k for windows `lengths` [N], when the requests
         can still emit usable [N] drafts: a policy that stops early drafts no deeper than any request
         can emit, and with checks_depth stops at max(L) + 1 (windows_if_done); else K."""
-        if k == 0 or not lengths.size:
-            return k
-        flags = self._depth_flags
-        if flags is None:  # (stops early, checks depth), read once: the simulator asks every step
-            flags = self._depth_flags = (self.stops_early and not self.needs_truth, self.checks_depth)
-        if not flags[0]:
+        if k == 0 or not lengths.size or not self.stops_early:  # (an oracle is not prefix-decided)
             return k
         cap = min(k, int(usable.max()))
-        return min(cap, int(lengths.max()) + 1) if flags[1] else cap
+        return min(cap, int(lengths.max()) + 1) if self.checks_depth else cap
 
     def observe(self, lengths: np.ndarray, accepted: np.ndarray) -> None:
         """Feed back one step's outcome (dsd keeps an EMA of per-position acceptance)."""
